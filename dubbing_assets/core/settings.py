@@ -1,0 +1,132 @@
+"""Settings from `DUBBING_*` environment variables.
+
+Read when a resource or the CLI asks (run time), never at import, so one code
+location serves many configurations and tests can point everything at
+temporary folders.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dubbing_assets.errors import ConfigError
+
+#: Every variable the project reads, with its default and meaning; the README
+#: table is generated from (and tested against) this list.
+VARIABLES: dict[str, tuple[str, str]] = {
+    "DAGSTER_HOME": ("(required by Dagster)", "Dagster instance folder (dagster.yaml, run storage)."),
+    "DUBBING_HOME": ("~/.dubbing", "Root of the project's state; the folders below default beneath it."),
+    "DUBBING_INBOX": ("$DUBBING_HOME/inbox", "Drop folder watched by the sensor: inbox/<series>/<file>."),
+    "DUBBING_OUTPUT": ("$DUBBING_HOME/library", "Deliverables: library/<series>/<episode>/ with the MKV and manifest."),
+    "DUBBING_STORAGE": ("$DUBBING_HOME/storage", "Encrypted intermediate artifacts, storage/<asset>/<episode>."),
+    "DUBBING_KEYRING": ("$DUBBING_HOME/keys/keyring.json", "Keyring file (0600): key ids, the active key."),
+    "DUBBING_LOG_DIR": ("$DUBBING_HOME/logs", "Project logs and quarantine reasons."),
+    "DUBBING_CACHE": ("$DUBBING_HOME/cache", "Model cache (joined models) and the per-line TTS cache."),
+    "DUBBING_MODELS_DIR": ("(unset)", "Folder of local models: <dir>/<model name>/ is tried first."),
+    "DUBBING_TARGET_LANG": ("en", "Default target language (ISO 639-1)."),
+    "DUBBING_SCRIPT_SOURCE": ("subtitles-first", "`subtitles-first` or `asr`: where the script comes from."),
+    "DUBBING_TRANSLATION_ENGINE": ("auto", "`auto`, `whisper-translate`, `subtitles`, `ctranslate2`, `passthrough`."),
+    "DUBBING_ASR_MODEL": ("auto", "faster-whisper model name or folder; auto picks tiny.en for English, base otherwise."),
+    "DUBBING_DEVICE": ("auto", "`auto`, `cpu` or `cuda` for the engines."),
+    "DUBBING_LOUDNESS_LUFS": ("-23", "Integrated loudness target of the mix."),
+    "DUBBING_CONTAINER": ("mkv", "`mkv` or `mp4` for the delivered video."),
+    "DUBBING_OWNER": ("$USER", "Owner recorded for submissions that name none."),
+    "DUBBING_SENSOR_MAX_REQUESTS": ("20", "Run requests the inbox sensor emits per tick."),
+}
+
+
+def _env(env: Mapping[str, str], name: str, default: str) -> str:
+    value = env.get(name, "").strip()
+    return value or default
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved folders and defaults for one process."""
+
+    home: Path
+    inbox: Path
+    output: Path
+    storage: Path
+    keyring: Path
+    log_dir: Path
+    cache: Path
+    models_dir: Path | None = None
+    target_lang: str = "en"
+    script_source: str = "subtitles-first"
+    translation_engine: str = "auto"
+    asr_model: str = "auto"
+    device: str = "auto"
+    loudness_lufs: float = -23.0
+    container: str = "mkv"
+    owner: str = "unknown"
+    sensor_max_requests: int = 20
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def review(self) -> Path:
+        """Edited transcripts/translations land here (see the sensor)."""
+        return self.home / "review"
+
+    @property
+    def requests(self) -> Path:
+        """Request files written by `dubbing submit` / `rerun`."""
+        return self.home / "requests"
+
+    @property
+    def quarantine(self) -> Path:
+        return self.home / "quarantine"
+
+    def ensure(self) -> Settings:
+        """Create the folders (keys with 0700) and return self."""
+        for folder in (self.inbox, self.output, self.storage, self.log_dir, self.cache,
+                       self.review, self.requests, self.quarantine):
+            folder.mkdir(parents=True, exist_ok=True)
+        self.keyring.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return self
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Build `Settings` from the environment (or a given mapping)."""
+    env = os.environ if env is None else env
+    home = Path(_env(env, "DUBBING_HOME", str(Path.home() / ".dubbing"))).expanduser()
+
+    def folder(name: str, default: Path) -> Path:
+        return Path(_env(env, name, str(default))).expanduser()
+
+    models = env.get("DUBBING_MODELS_DIR", "").strip()
+    try:
+        lufs = float(_env(env, "DUBBING_LOUDNESS_LUFS", "-23"))
+        cap = int(_env(env, "DUBBING_SENSOR_MAX_REQUESTS", "20"))
+    except ValueError as exc:
+        raise ConfigError(f"A numeric DUBBING_* setting is not a number ({exc}); fix it or unset it.") from exc
+    script_source = _env(env, "DUBBING_SCRIPT_SOURCE", "subtitles-first")
+    if script_source not in ("subtitles-first", "asr"):
+        raise ConfigError(
+            f"DUBBING_SCRIPT_SOURCE={script_source!r} is not valid; use 'subtitles-first' or 'asr'."
+        )
+    container = _env(env, "DUBBING_CONTAINER", "mkv").lower()
+    if container not in ("mkv", "mp4"):
+        raise ConfigError(f"DUBBING_CONTAINER={container!r} is not valid; use 'mkv' or 'mp4'.")
+    return Settings(
+        home=home,
+        inbox=folder("DUBBING_INBOX", home / "inbox"),
+        output=folder("DUBBING_OUTPUT", home / "library"),
+        storage=folder("DUBBING_STORAGE", home / "storage"),
+        keyring=folder("DUBBING_KEYRING", home / "keys" / "keyring.json"),
+        log_dir=folder("DUBBING_LOG_DIR", home / "logs"),
+        cache=folder("DUBBING_CACHE", home / "cache"),
+        models_dir=Path(models).expanduser() if models else None,
+        target_lang=_env(env, "DUBBING_TARGET_LANG", "en").lower(),
+        script_source=script_source,
+        translation_engine=_env(env, "DUBBING_TRANSLATION_ENGINE", "auto"),
+        asr_model=_env(env, "DUBBING_ASR_MODEL", "auto"),
+        device=_env(env, "DUBBING_DEVICE", "auto"),
+        loudness_lufs=lufs,
+        container=container,
+        owner=_env(env, "DUBBING_OWNER", env.get("USER", "unknown") or "unknown"),
+        sensor_max_requests=max(1, cap),
+    )
