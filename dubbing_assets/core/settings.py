@@ -80,10 +80,20 @@ class Settings:
     def quarantine(self) -> Path:
         return self.home / "quarantine"
 
+    @property
+    def episodes(self) -> Path:
+        """One JSON record per episode key (source file, owner, options)."""
+        return self.home / "episodes"
+
+    @property
+    def state(self) -> Path:
+        """The sensor's state database."""
+        return self.home / "state"
+
     def ensure(self) -> Settings:
         """Create the folders (keys with 0700) and return self."""
         for folder in (self.inbox, self.output, self.storage, self.log_dir, self.cache,
-                       self.review, self.requests, self.quarantine):
+                       self.review, self.requests, self.quarantine, self.episodes, self.state):
             folder.mkdir(parents=True, exist_ok=True)
         self.keyring.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         return self

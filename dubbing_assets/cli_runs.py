@@ -1,0 +1,242 @@
+"""`dubbing submit|status|wait|cancel|rerun|instance`: the CLI's run-facing commands.
+
+The CLI never starts runs: `submit` places the file in the inbox (atomically)
+with a request file of options, `rerun` writes a request file, and the inbox
+sensor turns both into runs. `status`, `wait` and `cancel` read or act on the
+Dagster instance named by DAGSTER_HOME.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from dubbing_assets.core.inbox import SIDECAR_EXTENSIONS, episode_key
+from dubbing_assets.core.requests import STAGES, SubmitOptions, write_rerun_request, write_submit_request
+from dubbing_assets.core.safepath import check_slug, safe_join, slugify
+from dubbing_assets.core.settings import Settings, load_settings
+from dubbing_assets.errors import DubbingError, MediaError
+
+GPU_POOL = "gpu"
+TERMINAL = {"SUCCESS", "FAILURE", "CANCELED"}
+
+
+def _instance():
+    import dagster as dg
+
+    try:
+        return dg.DagsterInstance.get()
+    except Exception as exc:  # noqa: BLE001 - DAGSTER_HOME unset or invalid
+        raise DubbingError(f"No Dagster instance: {exc}. Set DAGSTER_HOME to the instance folder.") from exc
+
+
+def _copy_atomic(src: Path, dest: Path) -> None:
+    tmp = dest.with_name(f".{dest.name}.part")
+    shutil.copyfile(src, tmp)
+    tmp.replace(dest)
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from dubbing_assets.core import media
+
+    settings = load_settings().ensure()
+    src = Path(args.file)
+    if not src.is_file():
+        raise MediaError(f"{src} does not exist or is not a file.")
+    media.validate(src)  # a file that can never be dubbed fails here, before anything is queued
+    series = args.series or src.resolve().parent.name
+    series_slug = slugify(series) or "series"
+    ep_slug = slugify(args.episode) if args.episode else None
+    target_name = f"{ep_slug or slugify(src.stem) or 'episode'}{src.suffix.lower()}"
+    key = episode_key(series_slug, target_name)
+    options = SubmitOptions(owner=args.owner or settings.owner, mode=args.mode, target_lang=args.to.lower(),
+                            priority=args.priority, visibility="public" if args.public else "private",
+                            series=series, episode=args.episode).validate()
+    write_submit_request(settings.requests, key, options)
+    folder = safe_join(settings.inbox, series_slug)
+    folder.mkdir(parents=True, exist_ok=True)
+    for sidecar in sorted(src.parent.glob(f"{src.stem}.*")):
+        if sidecar.suffix.lower() in SIDECAR_EXTENSIONS:
+            rest = sidecar.name[len(src.stem):]
+            _copy_atomic(sidecar, safe_join(folder, Path(target_name).stem + slugify_suffix(rest)))
+            print(f"sidecar: {sidecar.name}")
+    _copy_atomic(src, safe_join(folder, target_name))
+    print(f"submitted {src.name} as {series_slug}/{target_name} (owner {options.owner}, mode {options.mode}, "
+          f"to {options.target_lang}); the inbox sensor will queue it")
+    print(key)
+    return 0
+
+
+def slugify_suffix(rest: str) -> str:
+    """'.en.srt' stays '.en.srt'; anything odd is reduced to safe characters."""
+    parts = [slugify(p, max_len=12) for p in rest.split(".") if p]
+    return "." + ".".join(p for p in parts if p)
+
+
+def _episode_runs(instance, key: str) -> list[Any]:
+    import dagster as dg
+
+    return list(instance.get_runs(filters=dg.RunsFilter(tags={"dubbing/episode": key}), limit=20))
+
+
+def _record(settings: Settings, key: str) -> dict[str, Any] | None:
+    path = safe_join(settings.episodes, f"{check_slug(key, 'episode key')}.json")
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _status_of(settings: Settings, instance, key: str) -> dict[str, Any]:
+    runs = _episode_runs(instance, key)
+    record = _record(settings, key)
+    manifest = None
+    if record:
+        mpath = settings.output / record["series"] / key / "manifest.json"
+        if mpath.exists():
+            manifest = json.loads(mpath.read_text())
+    return {
+        "episode": key,
+        "record": record,
+        "runs": [{"run_id": r.run_id, "status": r.status.value, "job": r.job_name,
+                  "lane": r.tags.get("dubbing/lane"), "run_key": r.tags.get("dagster/run_key")} for r in runs],
+        "output": (manifest or {}).get("video_path"),
+        "manifest": manifest,
+    }
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    instance = _instance()
+    keys = [args.episode] if args.episode else sorted(p.stem for p in settings.episodes.glob("*.json"))
+    statuses = [_status_of(settings, instance, k) for k in keys]
+    if args.json:
+        print(json.dumps(statuses if not args.episode else statuses[0], indent=2, default=str))
+        return 0
+    for st in statuses:
+        last = st["runs"][0]["status"] if st["runs"] else "NOT QUEUED YET"
+        line = f"{st['episode']:<40} {last:<12}"
+        if st["output"]:
+            line += f" {st['output']}"
+        print(line)
+    return 0
+
+
+def _quarantine_reason(settings: Settings, key: str, since: float) -> str | None:
+    for reason in settings.quarantine.rglob("*.reason.txt"):
+        if reason.stat().st_mtime >= since - 1 and key.split("-", 1)[-1] in reason.read_text():
+            return reason.read_text().strip()
+    return None
+
+
+def cmd_wait(args: argparse.Namespace) -> int:
+    """Exit 0 on success, 1 on failure, 2 on timeout."""
+    settings = load_settings()
+    instance = _instance()
+    key = check_slug(args.episode, "episode key")
+    deadline = time.monotonic() + args.timeout
+    started = time.time()
+    sub = settings.requests / f"submit-{key}.json"
+    since = json.loads(sub.read_text()).get("submitted_at", 0.0) if sub.exists() else 0.0
+    last_status = None
+    while time.monotonic() < deadline:
+        record = _record(settings, key)
+        runs = _episode_runs(instance, key)
+        current = None
+        if record:
+            wanted = f"{key}:{record['fingerprint'][:16]}"
+            fresh = [r for r in runs if (r.tags.get("dagster/run_key") == wanted)
+                     or (instance.get_run_record_by_id(r.run_id).create_timestamp.timestamp() >= since)]
+            current = fresh[0] if fresh else None
+        if current is not None:
+            status = current.status.value
+            if status != last_status:
+                print(f"{key}: run {current.run_id[:8]} {status}", flush=True)
+                last_status = status
+            if status in TERMINAL:
+                if status == "SUCCESS":
+                    st = _status_of(settings, instance, key)
+                    if st["output"]:
+                        print(f"output: {st['output']}")
+                    return 0
+                print(f"{key}: run {current.run_id} ended {status}; see `dubbing status {key}` or the web UI",
+                      file=sys.stderr)
+                return 1
+        else:
+            reason = _quarantine_reason(settings, key, since or started)
+            if reason:
+                print(f"{key}: the inbox sensor quarantined the file:\n{reason}", file=sys.stderr)
+                return 1
+        time.sleep(args.poll)
+    print(f"{key}: timed out after {args.timeout}s (last status: {last_status or 'not queued yet'}); "
+          "is dagster-daemon running?", file=sys.stderr)
+    return 2
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    instance = _instance()
+    key = check_slug(args.episode, "episode key")
+    n = 0
+    for run in _episode_runs(instance, key):
+        if run.status.value in ("QUEUED", "NOT_STARTED", "STARTING", "STARTED"):
+            instance.run_coordinator.cancel_run(run.run_id)
+            print(f"canceled {run.run_id} ({run.status.value})")
+            n += 1
+    if not n:
+        print(f"{key}: nothing queued or running")
+    return 0
+
+
+def cmd_rerun(args: argparse.Namespace) -> int:
+    settings = load_settings().ensure()
+    key = check_slug(args.episode, "episode key")
+    if _record(settings, key) is None:
+        raise DubbingError(f"Unknown episode {key!r}: submit it first (`dubbing submit FILE`).")
+    path = write_rerun_request(settings.requests, key, args.from_stage)
+    print(f"re-run of {key} from {args.from_stage} requested ({path.name}); the inbox sensor will queue it")
+    return 0
+
+
+def cmd_instance_init(args: argparse.Namespace) -> int:
+    """Start-up step: folders, keyring, and the gpu pool limit on the instance."""
+    from dubbing_assets.orchestration.resources import keyring_from_settings
+
+    settings = load_settings().ensure()
+    keyring_from_settings(settings)
+    instance = _instance()
+    instance.event_log_storage.set_concurrency_slots(GPU_POOL, args.gpu_slots)
+    print(f"instance ready: DUBBING_HOME={settings.home}, pool {GPU_POOL}={args.gpu_slots}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> dict[str, Any]:
+    """Add the run-facing subcommands to the `dubbing` parser; returns name -> handler."""
+    p = sub.add_parser("submit", help="validate a file and place it in the inbox with options")
+    p.add_argument("file")
+    p.add_argument("--series")
+    p.add_argument("--episode")
+    p.add_argument("--to", default="en", help="target language (default en)")
+    p.add_argument("--owner")
+    p.add_argument("--mode", choices=["low", "high"], default="low")
+    p.add_argument("--priority", type=int, default=0)
+    p.add_argument("--public", action="store_true", help="library visibility public (default private)")
+    p = sub.add_parser("status", help="episodes, their runs and outputs")
+    p.add_argument("episode", nargs="?")
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("wait", help="wait for an episode's run: exit 0 success, 1 failure, 2 timeout")
+    p.add_argument("episode")
+    p.add_argument("--timeout", type=float, default=3600)
+    p.add_argument("--poll", type=float, default=2.0)
+    p = sub.add_parser("cancel", help="cancel an episode's queued or running runs")
+    p.add_argument("episode")
+    p = sub.add_parser("rerun", help="re-run an episode from a stage")
+    p.add_argument("episode")
+    p.add_argument("--from", dest="from_stage", choices=STAGES, required=True)
+    p = sub.add_parser("instance", help="instance set-up")
+    isub = p.add_subparsers(dest="instance_cmd", required=True)
+    pi = isub.add_parser("init", help="create folders and keyring; set the gpu pool limit")
+    pi.add_argument("--gpu-slots", type=int, default=1)
+    return {"submit": cmd_submit, "status": cmd_status, "wait": cmd_wait, "cancel": cmd_cancel,
+            "rerun": cmd_rerun, "instance": cmd_instance_init}

@@ -1,0 +1,272 @@
+"""Inbox scanning for the one enqueue path (the sensor calls this; no Dagster here).
+
+The inbox is ``inbox/<series>/<file>``. Each tick `InboxScanner.scan()`:
+
+1. walks the inbox (``os.scandir``, two levels) and compares every file's
+   size and mtime with what the state database saw last tick;
+2. treats a file as ready only when it was seen unchanged on a previous tick
+   (a partial upload keeps changing, so it waits);
+3. hashes ready files that are new or changed (content sha256) and derives
+   their episode key, detecting collisions;
+4. returns at most ``cap`` ready episodes; the rest wait for the next tick.
+
+State lives in SQLite under ``DUBBING_HOME/state`` rather than in the sensor
+cursor, so 50,000 seen files cost one indexed table, not a huge cursor.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dubbing_assets.core.fsutil import atomic_write_json, file_sha256
+from dubbing_assets.core.review import is_user_edit
+from dubbing_assets.core.safepath import check_slug, safe_join, slugify
+
+MEDIA_EXTENSIONS = {".mkv", ".mp4", ".m4v", ".mov", ".avi", ".webm", ".ts", ".m2ts", ".mka", ".wav", ".flac"}
+SIDECAR_EXTENSIONS = {".srt", ".ass", ".ssa", ".vtt"}
+UPLOAD_SUFFIXES = (".part", ".tmp", ".crdownload", ".partial", ".upload")
+
+_EPISODE_PATTERNS = [
+    re.compile(r"s(\d{1,3})[ ._-]*e(\d{1,4})", re.I),
+    re.compile(r"(?:^|[^a-z0-9])(?:ep?|episode)[ ._-]*(\d{1,4})(?:[^0-9]|$)", re.I),
+    re.compile(r"(?:^|[ ._-])-[ ._]*(\d{1,4})(?:[ ._\[(-]|$)"),
+]
+
+# Magic numbers of containers we accept; anything else is quarantined early.
+_MAGICS = (b"\x1a\x45\xdf\xa3", b"RIFF", b"fLaC", b"\x47", b"OggS")
+
+
+def episode_slug(filename: str) -> str:
+    """`S01E02` -> `s01e02`, `Show - 03 [x].mkv` -> `e03`, else the slugged stem."""
+    stem = Path(filename).stem
+    for pattern in _EPISODE_PATTERNS:
+        m = pattern.search(stem)
+        if m:
+            if len(m.groups()) == 2:
+                return f"s{int(m.group(1)):02d}e{int(m.group(2)):02d}"
+            return f"e{int(m.group(1)):02d}"
+    return slugify(stem, max_len=50) or "episode"
+
+
+def episode_key(series: str, filename: str, episode: str | None = None) -> str:
+    """Stable `<series>-<episode>` key of `[a-z0-9-]` for a file; never a raw path."""
+    series_slug = slugify(series, max_len=60) or "series"
+    ep = slugify(episode, max_len=50) if episode else episode_slug(filename)
+    key = f"{series_slug}-{ep or 'episode'}"[:119].strip("-")
+    return check_slug(key, "episode key")
+
+
+def looks_like_media(path: Path) -> bool:
+    """Cheap sniff: a known container magic (MP4/MOV: `ftyp` at offset 4)."""
+    with open(path, "rb") as fh:
+        head = fh.read(12)
+    if len(head) >= 8 and head[4:8] in (b"ftyp", b"moov", b"mdat", b"free", b"wide"):
+        return True
+    return any(head.startswith(m) for m in _MAGICS)
+
+
+@dataclass
+class ReadyEpisode:
+    """A stable inbox file, ready for a run request."""
+
+    key: str
+    series: str
+    relpath: str
+    fingerprint: str
+    size: int
+    sidecars: list[str] = field(default_factory=list)
+    changed: bool = False  # True when an earlier version of the file already ran
+
+
+@dataclass
+class Rejected:
+    relpath: str
+    reason: str
+    moved_to: str | None = None
+
+
+@dataclass
+class ScanResult:
+    ready: list[ReadyEpisode] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+    waiting: int = 0  # files seen changing (partial uploads)
+    deferred: int = 0  # ready files left for the next tick by the cap
+    collisions: list[str] = field(default_factory=list)
+    seen: int = 0
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS files (
+  relpath TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, stable INTEGER DEFAULT 0,
+  fingerprint TEXT, key TEXT, requested TEXT);
+CREATE TABLE IF NOT EXISTS keys (key TEXT PRIMARY KEY, relpath TEXT);
+"""
+
+
+class InboxScanner:
+    """Scans an inbox and remembers what it saw in `state_db`."""
+
+    def __init__(self, inbox: Path, state_db: Path, quarantine: Path, *, cap: int = 20) -> None:
+        self.inbox = inbox
+        self.quarantine = quarantine
+        self.cap = cap
+        state_db.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(state_db, timeout=30)
+        self.db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def _walk(self) -> Iterator[tuple[str, str, os.stat_result]]:
+        """(series dir name, relpath, stat) of every candidate file."""
+        if not self.inbox.is_dir():
+            return
+        with os.scandir(self.inbox) as series_it:
+            for series in series_it:
+                if series.name.startswith(".") or not series.is_dir(follow_symlinks=False):
+                    continue
+                with os.scandir(series.path) as files:
+                    for entry in files:
+                        name = entry.name
+                        if name.startswith(".") or name.endswith(UPLOAD_SUFFIXES):
+                            continue
+                        if not entry.is_file(follow_symlinks=False):
+                            continue
+                        if Path(name).suffix.lower() not in MEDIA_EXTENSIONS:
+                            continue
+                        yield series.name, f"{series.name}/{name}", entry.stat(follow_symlinks=False)
+
+    def _key_for(self, series: str, relpath: str) -> tuple[str, bool]:
+        base = episode_key(series, Path(relpath).name)
+        row = self.db.execute("SELECT relpath FROM keys WHERE key=?", (base,)).fetchone()
+        if row is None or row[0] == relpath:
+            return base, False
+        suffix = hashlib.sha1(relpath.encode()).hexdigest()[:6]
+        alt = check_slug(f"{base[:110]}-{suffix}", "episode key")
+        return alt, True
+
+    def scan(self) -> ScanResult:
+        result = ScanResult()
+        known = {row[0]: row[1:] for row in self.db.execute(
+            "SELECT relpath, size, mtime_ns, stable, fingerprint, requested FROM files")}
+        present: set[str] = set()
+        updates: list[tuple] = []
+        ready_rows: list[tuple[str, str, os.stat_result, bool]] = []
+        for series, relpath, st in self._walk():
+            present.add(relpath)
+            prev = known.get(relpath)
+            if prev is None or prev[0] != st.st_size or prev[1] != st.st_mtime_ns:
+                # New or still changing: remember and wait one tick.
+                updates.append((relpath, st.st_size, st.st_mtime_ns))
+                result.waiting += 1
+                continue
+            size, mtime, stable, fingerprint, requested = prev
+            if requested and requested == fingerprint and stable:
+                result.seen += 1
+                continue
+            ready_rows.append((series, relpath, st, bool(requested)))
+        if updates:
+            self.db.executemany(
+                "INSERT INTO files(relpath,size,mtime_ns,stable) VALUES(?,?,?,0) "
+                "ON CONFLICT(relpath) DO UPDATE SET size=excluded.size, mtime_ns=excluded.mtime_ns, stable=0",
+                updates)
+        gone = [r for r in known if r not in present]
+        if gone:
+            self.db.executemany("DELETE FROM files WHERE relpath=?", [(r,) for r in gone])
+        for series, relpath, st, was_requested in ready_rows:
+            if len(result.ready) >= self.cap:
+                result.deferred += 1
+                continue
+            path = self.inbox / relpath
+            try:
+                if st.st_size == 0:
+                    raise ValueError("the file is empty (0 bytes); upload it again")
+                if not looks_like_media(path):
+                    raise ValueError("the file is not a video or audio container (unknown format)")
+                fingerprint = file_sha256(path)
+                key, collided = self._key_for(series, relpath)
+            except (OSError, ValueError) as exc:
+                result.rejected.append(self._quarantine(relpath, str(exc)))
+                continue
+            if collided:
+                result.collisions.append(f"{relpath} -> {key} (base key taken by another file)")
+            self.db.execute("UPDATE files SET stable=1, fingerprint=?, key=? WHERE relpath=?",
+                            (fingerprint, key, relpath))
+            self.db.execute("INSERT OR IGNORE INTO keys(key, relpath) VALUES(?,?)", (key, relpath))
+            stem = Path(relpath).stem
+            sidecars = sorted(f"{series}/{p.name}" for p in (self.inbox / series).glob(f"{glob_escape(stem)}.*")
+                              if p.suffix.lower() in SIDECAR_EXTENSIONS)
+            result.ready.append(ReadyEpisode(key=key, series=slugify(series) or "series", relpath=relpath,
+                                             fingerprint=fingerprint, size=st.st_size, sidecars=sidecars,
+                                             changed=was_requested))
+        self.db.commit()
+        return result
+
+    def mark_requested(self, episode: ReadyEpisode) -> None:
+        """Record that a run was requested for this content (same file again does nothing)."""
+        self.db.execute("UPDATE files SET requested=? WHERE relpath=?", (episode.fingerprint, episode.relpath))
+        self.db.commit()
+
+    def _quarantine(self, relpath: str, reason: str) -> Rejected:
+        src = self.inbox / relpath
+        series, name = relpath.split("/", 1)
+        folder = self.quarantine / (slugify(series) or "series")
+        folder.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        safe_name = f"{stamp}-{slugify(Path(name).stem) or 'file'}{Path(name).suffix.lower()[:8]}"
+        dest = safe_join(folder, safe_name)
+        moved: str | None = None
+        try:
+            shutil.move(str(src), dest)
+            moved = str(dest)
+        except OSError:
+            pass
+        reason_file = dest.with_name(dest.name + ".reason.txt")
+        reason_file.write_text(f"file: {relpath}\nreason: {reason}\nwhen: {stamp}\n", encoding="utf-8")
+        self.db.execute("DELETE FROM files WHERE relpath=?", (relpath,))
+        return Rejected(relpath=relpath, reason=reason, moved_to=moved)
+
+
+def glob_escape(text: str) -> str:
+    return re.sub(r"([*?\[\]])", r"[\1]", text)
+
+
+def write_episode_record(records_dir: Path, key: str, record: dict) -> Path:
+    """The episode record assets read (source path, options); atomic."""
+    path = safe_join(records_dir, f"{check_slug(key, 'episode key')}.json")
+    atomic_write_json(path, record)
+    return path
+
+
+REVIEW_FILES = {"translation.json": "translation"}
+
+
+def scan_reviews(db: sqlite3.Connection, review_dir: Path) -> list[tuple[str, str, Path]]:
+    """Edited transcripts/translations under ``review/<key>/``: (key, stage, file) when changed."""
+    db.execute("CREATE TABLE IF NOT EXISTS reviews (path TEXT PRIMARY KEY, mtime_ns INTEGER)")
+    changed: list[tuple[str, str, Path]] = []
+    if not review_dir.is_dir():
+        return changed
+    for folder in sorted(review_dir.iterdir()):
+        if not folder.is_dir() or not folder.name.replace("-", "").isalnum():
+            continue
+        for name, stage in REVIEW_FILES.items():
+            path = folder / name
+            if not path.is_file():
+                continue
+            mtime = path.stat().st_mtime_ns
+            row = db.execute("SELECT mtime_ns FROM reviews WHERE path=?", (str(path),)).fetchone()
+            if row is None or row[0] != mtime:
+                db.execute("INSERT OR REPLACE INTO reviews(path, mtime_ns) VALUES(?,?)", (str(path), mtime))
+                if is_user_edit(path):
+                    changed.append((folder.name, stage, path))
+    db.commit()
+    return changed

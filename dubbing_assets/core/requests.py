@@ -1,0 +1,84 @@
+"""Request files: how the CLI (and any other front end) asks for work.
+
+Front ends never start runs. They write small JSON files under
+``DUBBING_HOME/requests``; the inbox sensor, the one enqueue path, reads them.
+``submit-<key>.json`` carries options for an inbox file; ``rerun-*.json``
+asks to re-run an episode from a stage.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from dubbing_assets.core.fsutil import atomic_write_json
+from dubbing_assets.core.safepath import check_slug, safe_join
+
+#: Pipeline stages in order (asset names). Re-running from one re-runs those after it.
+STAGES = ("source_media", "audio_stems", "script", "speakers", "translation", "cast",
+          "dub_speech", "dub_mix", "dubbed_video", "qa_report", "library_entry")
+
+
+@dataclass
+class SubmitOptions:
+    owner: str = "unknown"
+    mode: str = "low"
+    target_lang: str = "en"
+    priority: int = 0
+    visibility: str = "private"
+    series: str | None = None
+    episode: str | None = None
+    submitted_at: float = field(default_factory=time.time)
+
+    def validate(self) -> SubmitOptions:
+        if self.mode not in ("low", "high"):
+            raise ValueError(f"mode {self.mode!r} is not valid; use 'low' or 'high'.")
+        if self.visibility not in ("private", "public"):
+            raise ValueError(f"visibility {self.visibility!r} is not valid; use 'private' or 'public'.")
+        if not (len(self.target_lang) in (2, 3) and self.target_lang.isalpha()):
+            raise ValueError(f"target language {self.target_lang!r} is not an ISO 639 code such as 'en'.")
+        return self
+
+
+def stages_from(stage: str) -> list[str]:
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; choose one of: {', '.join(STAGES)}")
+    return list(STAGES[STAGES.index(stage):])
+
+
+def write_submit_request(requests_dir: Path, key: str, options: SubmitOptions) -> Path:
+    path = safe_join(requests_dir, f"submit-{check_slug(key, 'episode key')}.json")
+    atomic_write_json(path, asdict(options.validate()))
+    return path
+
+
+def read_submit_request(requests_dir: Path, key: str) -> SubmitOptions | None:
+    path = safe_join(requests_dir, f"submit-{check_slug(key, 'episode key')}.json")
+    if not path.exists():
+        return None
+    data = json.loads(path.read_text(encoding="utf-8"))
+    known = {k: v for k, v in data.items() if k in SubmitOptions.__dataclass_fields__}
+    return SubmitOptions(**known).validate()
+
+
+def write_rerun_request(requests_dir: Path, key: str, from_stage: str, *, reason: str = "cli") -> Path:
+    stages_from(from_stage)
+    rid = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
+    path = safe_join(requests_dir, f"rerun-{rid}.json")
+    atomic_write_json(path, {"id": rid, "episode": check_slug(key, "episode key"), "from": from_stage,
+                             "reason": reason})
+    return path
+
+
+def pending_reruns(requests_dir: Path) -> list[Path]:
+    return sorted(requests_dir.glob("rerun-*.json"))
+
+
+def archive(path: Path, *, outcome: str) -> None:
+    """Move a handled request under done/ (or failed/) so it is never read twice."""
+    folder = path.parent / outcome
+    folder.mkdir(exist_ok=True)
+    path.replace(folder / path.name)

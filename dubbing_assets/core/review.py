@@ -1,0 +1,79 @@
+"""Human review: editable translations and per-series glossaries.
+
+After each translation the pipeline writes ``review/<episode>/translation.json``
+(the lines and a hash of them). A person edits the `text` of any line; the
+sensor notices that the hash no longer matches and re-runs the episode from
+`translation`, which takes the edited lines. Because the file records the
+hash of what the pipeline itself wrote, the pipeline's own rewrite is never
+mistaken for an edit (no re-run loop).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dubbing_assets.core.fsutil import atomic_write_json
+from dubbing_assets.core.model import Translation
+from dubbing_assets.core.safepath import check_slug, safe_join
+from dubbing_assets.errors import ConfigError
+
+
+def lines_hash(lines: list[dict[str, Any]]) -> str:
+    canon = [{"index": int(ln["index"]), "text": str(ln["text"])} for ln in lines]
+    return hashlib.sha256(json.dumps(canon, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def review_file(review_dir: Path, key: str) -> Path:
+    return safe_join(review_dir, check_slug(key, "episode key"), "translation.json")
+
+
+def is_user_edit(path: Path) -> bool:
+    """True when the file's lines differ from what the pipeline last wrote."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return lines_hash(data["lines"]) != data.get("generated_hash")
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def apply_review(review_dir: Path, key: str, translation: Translation) -> int:
+    """Apply a person's edits (if any) to `translation` in place; rewrite the review file; return edits."""
+    path = review_file(review_dir, key)
+    edits = 0
+    if path.exists() and is_user_edit(path):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise ConfigError(f"{path} is not valid JSON ({exc}); fix it or delete it.") from exc
+        edited = {int(ln["index"]): str(ln["text"]) for ln in data["lines"]}
+        for line in translation.lines:
+            new = edited.get(line.index)
+            if new is not None and new != line.text:
+                line.text = new
+                edits += 1
+    lines = [{"index": ln.index, "start": ln.start, "end": ln.end, "speaker": ln.speaker,
+              "source_text": ln.source_text, "text": ln.text} for ln in translation.lines]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, {"episode": key, "target_language": translation.target_language,
+                             "help": "Edit `text` of any line and save; the episode re-runs from translation.",
+                             "lines": lines, "generated_hash": lines_hash(lines)}, mode=0o600)
+    return edits
+
+
+def load_glossary(output_root: Path, series: str) -> dict[str, str]:
+    """`library/<series>/glossary.yaml`: source term -> required target term."""
+    path = safe_join(output_root, check_slug(series, "series"), "glossary.yaml")
+    if not path.exists():
+        return {}
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML ({exc}); fix it or delete it.") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must map source terms to target terms (term: translation).")
+    return {str(k): str(v) for k, v in data.items()}

@@ -1,0 +1,48 @@
+"""Names that may become paths: slugs and containment checks.
+
+Episode keys and asset names reach the filesystem; every such join goes
+through `safe_join`, so no key, file name or upload can leave its root.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from pathlib import Path
+
+from dubbing_assets.errors import UnsafeNameError
+
+_SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,118}[a-z0-9])?$")
+
+
+def slugify(text: str, *, max_len: int = 60) -> str:
+    """Lowercase `[a-z0-9-]` slug; accents folded, everything else becomes '-'."""
+    folded = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii").lower()
+    slug = re.sub(r"[^a-z0-9]+", "-", folded).strip("-")
+    return slug[:max_len].strip("-")
+
+
+def is_slug(name: str) -> bool:
+    return bool(_SLUG_RE.match(name))
+
+
+def check_slug(name: str, what: str = "name") -> str:
+    """Return `name` if it is a safe slug, else raise UnsafeNameError."""
+    if not isinstance(name, str) or not is_slug(name):
+        raise UnsafeNameError(
+            f"{what} {name!r} is not allowed: use lowercase letters, digits and '-' only "
+            "(1-120 characters, no leading or trailing '-')."
+        )
+    return name
+
+
+def safe_join(root: Path, *parts: str) -> Path:
+    """Join slug-like `parts` under `root`, refusing anything that would escape it."""
+    root_resolved = root.resolve()
+    for part in parts:
+        if not part or part in (".", "..") or "/" in part or "\\" in part or "\x00" in part:
+            raise UnsafeNameError(f"Path part {part!r} is not allowed under {root}.")
+    candidate = root_resolved.joinpath(*parts).resolve()
+    if candidate != root_resolved and root_resolved not in candidate.parents:
+        raise UnsafeNameError(f"{'/'.join(parts)!r} would leave {root}; refusing.")
+    return candidate

@@ -1,0 +1,1 @@
+"""One asset per pipeline stage, all in group `dubbing`, partitioned by episode."""

@@ -1,0 +1,239 @@
+"""Stages 6-11: rendering the dub (cast, speech, mix, delivery, QA, library)."""
+
+
+import base64
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from dubbing_assets.core.model import MediaHandle, Speakers, Translation, Voice
+from dubbing_assets.orchestration.assets.common import GPU_POOL, GROUP, PARTITIONS, md_table, user_errors
+from dubbing_assets.orchestration.resources import DubbingResource
+
+QA_CHECKS = ("sync", "overflow", "loudness", "true_peak", "clipping", "intelligibility")
+
+
+def _series(source_media: dict[str, Any]) -> str:
+    return source_media["record"]["series"]
+
+
+@dg.asset(partitions_def=PARTITIONS, group_name=GROUP, kinds={"python"}, code_version="1",
+          description="Speakers matched to the series' encrypted character store; a stable voice per "
+                      "character (pin voices in library/<series>/cast.yaml).")
+def cast(context: dg.AssetExecutionContext, dubbing: DubbingResource, speakers: dict[str, Any],
+         source_media: dict[str, Any]) -> dict[str, Any]:
+    from dubbing_assets.core import cast as castlib
+    from dubbing_assets.core import library
+    from dubbing_assets.core.characters import transaction
+    from dubbing_assets.core.safepath import check_slug, safe_join
+    from dubbing_assets.core.tts import get_engine
+
+    settings = dubbing.settings
+    series = check_slug(_series(source_media), "series")
+    spk = Speakers.from_dict(speakers)
+    store_path = safe_join(settings.storage, "characters", f"{series}.chars")
+    cast_path = library.cast_file_path(settings.output, series)
+    with user_errors():
+        pinned = library.load_cast_file(cast_path)
+        available = get_engine("piper", registry=dubbing.registry).voices()
+        with transaction(store_path, dubbing.keyring, series) as store:
+            chars = [(c.id, c.name, c.embedding) for c in store.characters]
+            matches = castlib.match_speakers([(s.label, s.embedding, s.name) for s in spk.speakers], chars)
+            voices: dict[str, dict[str, Any]] = {}
+            assigned: dict[str, dict[str, Any]] = {}
+            for sp, match in zip(spk.speakers, matches, strict=True):
+                if match.is_new:
+                    ch = store.add_character(sp.name or sp.label, sp.embedding, episodes=[context.partition_key])
+                else:
+                    ch = store.find(match.character_id)
+                    if context.partition_key not in ch.episodes:
+                        ch.episodes.append(context.partition_key)
+                index = int(ch.id[1:]) - 1 if ch.id[1:].isdigit() else len(voices)
+                voice = castlib.choose_voice(ch.id, index, pinned, available)
+                ch.voice = {**ch.voice, **voice.__dict__}
+                voices[sp.label] = voice.__dict__
+                assigned[sp.label] = {"character_id": ch.id, "name": ch.name, "similarity": match.similarity,
+                                      "new": match.is_new, "by": match.by}
+            all_voices = {c.id: Voice(**{k: v for k, v in c.voice.items() if k in Voice.__dataclass_fields__})
+                          for c in store.characters if c.voice}
+            names = {c.id: c.name for c in store.characters}
+        library.write_cast_file(cast_path, {**all_voices, **pinned}, names=names, series=series)
+    rows = [{"speaker": k, **v, "voice": voices[k]["voice"], "pitch": voices[k]["pitch_semitones"]}
+            for k, v in assigned.items()]
+    context.add_output_metadata({
+        "characters": len(assigned), "new_characters": sum(1 for v in assigned.values() if v["new"]),
+        "cast_file": dg.MetadataValue.path(str(cast_path)),
+        "cast": dg.MetadataValue.md(md_table(rows, ["speaker", "character_id", "name", "similarity", "new",
+                                                    "voice", "pitch"]) if rows else "")})
+    return {"voices": voices, "characters": assigned}
+
+
+@dg.asset(partitions_def=PARTITIONS, group_name=GROUP, kinds={"onnx"}, code_version="1", pool=GPU_POOL,
+          description="Each translated line synthesized in its character's voice and fitted to its slot "
+                      "(rate, then pitch-kept stretch up to 1.25x, then borrowed silence, then overflow); "
+                      "per-line cache so an edit re-synthesizes only that line.")
+def dub_speech(context: dg.AssetExecutionContext, dubbing: DubbingResource, translation: dict[str, Any],
+               cast: dict[str, Any], source_media: dict[str, Any]) -> dict[str, Any]:
+    from dubbing_assets.core.timing import fit_lines
+    from dubbing_assets.core.tts import get_engine
+    from dubbing_assets.core.tts_cache import EncryptedLineCache
+
+    settings = dubbing.settings
+    tr = Translation.from_dict(translation)
+    voices = {label: Voice(**v) for label, v in cast["voices"].items()}
+    work = dubbing.workdir("dub_speech")
+    cache = EncryptedLineCache(settings.cache / "tts", dubbing.keyring, work / "cache-plain")
+    duration = float(source_media["probe"].get("duration_s") or max(ln.end for ln in tr.lines) + 1.0)
+    with user_errors():
+        engine = get_engine("piper", registry=dubbing.registry)
+        default = next(iter(voices.values()), None)
+        fits = fit_lines(tr.lines, voices, engine, work / "clips", media_end=duration, cache=cache,
+                         default_voice=default)
+    context.log.info(f"synthesized {len(fits)} lines: {cache.hits} from cache, {cache.misses} new")
+    overflow = [f for f in fits if f.overflow_s > 0]
+    rows = [{"#": f.index, "start": f"{f.start:.2f}", "dur": f"{f.duration:.2f}", "rate": f"{f.rate:.2f}",
+             "stretch": f"{f.stretch:.2f}", "borrowed": f"{f.borrowed_s:.2f}", "overflow": f"{f.overflow_s:.2f}",
+             "cached": "yes" if f.cache_hits else "no"} for f in fits]
+    context.add_output_metadata({
+        "lines": len(fits), "cache_hits": cache.hits, "cache_misses": cache.misses,
+        "overflows": len(overflow), "engine": engine.version,
+        "fit": dg.MetadataValue.md(md_table(rows, list(rows[0])) if rows else "")})
+    return {"clips": [{"fit": f.to_dict(), "audio": MediaHandle(f.path, "audio")} for f in fits],
+            "cache": {"hits": cache.hits, "misses": cache.misses}, "engine": engine.version}
+
+
+@dg.asset(partitions_def=PARTITIONS, group_name=GROUP, kinds={"numpy"}, code_version="1",
+          description="Dub over the kept background with ducking; loudness normalised (default -23 LUFS, "
+                      "true peak <= -1 dBTP); the source's rate and channel layout kept.")
+def dub_mix(context: dg.AssetExecutionContext, dubbing: DubbingResource, audio_stems: dict[str, Any],
+            dub_speech: dict[str, Any]) -> dict[str, Any]:
+    from dubbing_assets.core.mix import mix
+
+    work = dubbing.workdir("dub_mix")
+    clips = [(float(c["fit"]["start"]), c["audio"].path) for c in dub_speech["clips"]]
+    info = audio_stems.get("info", {})
+    with user_errors():
+        result = mix(audio_stems["background"].path, clips, work / "mix.wav",
+                     target_lufs=dubbing.settings.loudness_lufs, speech_wav=work / "dub_only.wav",
+                     layout=None if not info.get("channel_names") else None)
+    context.add_output_metadata({"integrated_lufs": round(result.integrated_lufs, 2),
+                                 "true_peak_db": round(result.true_peak_db, 2),
+                                 "clipped_samples": result.clipped_samples, "layout": result.layout,
+                                 "sample_rate": result.sample_rate, "channels": result.channels})
+    return {"mix": MediaHandle(result.path, "audio"), "dub_only": MediaHandle(str(work / "dub_only.wav"), "audio"),
+            "loudness": result.to_dict()}
+
+
+@dg.asset(partitions_def=PARTITIONS, group_name=GROUP, kinds={"ffmpeg"}, code_version="1",
+          description="The delivery: original video copied, dub as default track, original audio second, "
+                      "target-language subtitles plus the originals, chapters kept; written atomically to "
+                      "library/<series>/<episode>/.")
+def dubbed_video(context: dg.AssetExecutionContext, dubbing: DubbingResource, source_media: dict[str, Any],
+                 dub_mix: dict[str, Any], translation: dict[str, Any]) -> dict[str, Any]:
+    from dubbing_assets.core import library
+    from dubbing_assets.core.media import normalize_language
+    from dubbing_assets.core.mux import mux, verify_delivery
+    from dubbing_assets.core.subtitles import write_subtitles
+
+    settings = dubbing.settings
+    tr = Translation.from_dict(translation)
+    key = context.partition_key
+    folder = library.episode_dir(settings.output, _series(source_media), key)
+    folder.mkdir(parents=True, exist_ok=True)
+    work = dubbing.workdir("dubbed_video")
+    container = settings.container
+    with user_errors():
+        subs_path = write_subtitles(tr, work / f"{key}.{tr.target_language}.{'ass' if container == 'mkv' else 'srt'}")
+        out = folder / f"{key}.{container}"
+        result = mux(source_media["media"].path, dub_mix["mix"].path, source_media["audio_stream"],
+                     [(subs_path, tr.target_language, f"{tr.target_language} (dub)")], out, container=container,
+                     dub_language=tr.target_language,
+                     original_language=normalize_language(source_media.get("audio_language")) or "und",
+                     title=source_media["probe"].get("title"))
+        check = verify_delivery(out)
+    context.add_output_metadata({"path": dg.MetadataValue.path(str(out)), "size": out.stat().st_size,
+                                 "streams": dg.MetadataValue.md(md_table(
+                                     check.get("streams", []), ["index", "type", "codec", "language", "default"]))})
+    return {"path": str(out), "verify": check, "mux": result.to_dict()}
+
+
+@dg.asset(partitions_def=PARTITIONS, group_name=GROUP, kinds={"python"}, code_version="1",
+          check_specs=[dg.AssetCheckSpec(name, asset="qa_report") for name in QA_CHECKS],
+          description="Sync drift, overflows, speed factors, round-trip intelligibility (ASR of the dub), "
+                      "loudness and true peak, as a report with a timeline plot and asset checks.")
+def qa_report(context: dg.AssetExecutionContext, dubbing: DubbingResource, dub_speech: dict[str, Any],
+              dub_mix: dict[str, Any], translation: dict[str, Any], dubbed_video: dict[str, Any]):
+    from dubbing_assets.core.asr import Transcriber
+    from dubbing_assets.core.qa import build_report
+    from dubbing_assets.core.timing import FitResult
+
+    tr = Translation.from_dict(translation)
+    fits = [FitResult.from_dict(c["fit"]) for c in dub_speech["clips"]]
+    for fit, clip in zip(fits, dub_speech["clips"], strict=True):
+        fit.path = clip["audio"].path
+    transcribe = None
+    if tr.target_language == "en":
+        asr = Transcriber("whisper-tiny.en", registry=dubbing.registry, device=dubbing.settings.device)
+
+        def transcribe(path: Path) -> str:
+            return " ".join(ln.text for ln in asr.transcribe(path, language="en").lines)
+
+    with user_errors():
+        report = build_report(fits, tr.lines, loudness=dub_mix["loudness"],
+                              target_lufs=dubbing.settings.loudness_lufs, transcribe=transcribe,
+                              dub_stem=dub_mix["dub_only"].path)
+    folder = Path(dubbed_video["path"]).parent
+    png = report.plot_timeline(folder / "qa_timeline.png", title=f"{context.partition_key}: source vs dub")
+    markdown = report.to_markdown(title=f"Dub QA {context.partition_key}", plot_png=png.name)
+    (folder / "qa_report.md").write_text(markdown, encoding="utf-8")
+    inline = report.to_markdown(title=f"Dub QA {context.partition_key}",
+                                plot_png="data:image/png;base64," + base64.b64encode(png.read_bytes()).decode())
+    yield dg.Output(report.to_dict(), metadata={
+        "passed": report.passed, "report": dg.MetadataValue.md(inline),
+        "report_file": dg.MetadataValue.path(str(folder / "qa_report.md")), **{
+            k: v for k, v in report.summary.items() if isinstance(v, int | float | str | bool)}})
+    by_name = {c.name: c for c in report.checks}
+    for name in QA_CHECKS:
+        c = by_name.get(name)
+        if c is None:
+            yield dg.AssetCheckResult(check_name=name, asset_key="qa_report", passed=True,
+                                      metadata={"note": "not measured for this episode"})
+            continue
+        yield dg.AssetCheckResult(check_name=name, asset_key="qa_report", passed=bool(c.passed),
+                                  severity=dg.AssetCheckSeverity.WARN,
+                                  description=c.message,
+                                  metadata={"value": float(c.value) if c.value is not None else -1.0,
+                                            "limit": str(c.limit)})
+
+
+@dg.asset(partitions_def=PARTITIONS, group_name=GROUP, kinds={"json"}, code_version="1",
+          description="manifest.json in the library (private by default) and the per-series index.")
+def library_entry(context: dg.AssetExecutionContext, dubbing: DubbingResource, source_media: dict[str, Any],
+                  dubbed_video: dict[str, Any], qa_report: dict[str, Any], translation: dict[str, Any],
+                  dub_speech: dict[str, Any], cast: dict[str, Any]) -> dict[str, Any]:
+    from dubbing_assets.core import library
+
+    record = source_media["record"]
+    folder = Path(dubbed_video["path"]).parent
+    with user_errors():
+        manifest = library.write_manifest(folder, {
+            "series": record["series"], "episode": context.partition_key,
+            "source": {"file": Path(record["source"]).name, "fingerprint": source_media["fingerprint"],
+                       "duration_s": source_media["probe"].get("duration_s")},
+            "languages": {"source": source_media.get("audio_language"),
+                          "target": translation["target_language"]},
+            "video_path": dubbed_video["path"],
+            "tracks": dubbed_video["verify"].get("streams", []),
+            "engines": {"translation": translation["engine"], "tts": dub_speech.get("engine"),
+                        "script": record.get("mode", "low")},
+            "characters": cast["characters"],
+            "qa": {"passed": qa_report.get("passed"), "summary": qa_report.get("summary", {}),
+                   "checks": {c["name"]: c["passed"] for c in qa_report.get("checks", [])}},
+            "owner": record.get("owner", "unknown"),
+            "visibility": record.get("visibility", "private"),
+            "run_id": context.run_id,
+        })
+    context.add_output_metadata({"manifest": dg.MetadataValue.path(str(folder / "manifest.json")),
+                                 "visibility": manifest["visibility"], "owner": manifest["owner"]})
+    return manifest

@@ -1,0 +1,191 @@
+"""Stages 1-5: understanding an episode (media, stems, script, speakers, translation)."""
+
+
+
+from typing import Any
+
+import dagster as dg
+
+from dubbing_assets.core.model import MediaHandle, Script, Speakers, Translation
+from dubbing_assets.orchestration.assets.common import (
+    GPU_POOL,
+    GROUP,
+    PARTITIONS,
+    episode_record,
+    md_table,
+    source_path,
+    user_errors,
+)
+from dubbing_assets.orchestration.resources import DubbingResource
+
+
+@dg.asset(partitions_def=PARTITIONS, group_name=GROUP, kinds={"ffmpeg"}, code_version="1",
+          description="The episode file: probed, validated, fingerprinted; text subtitles extracted.")
+def source_media(context: dg.AssetExecutionContext, dubbing: DubbingResource) -> dict[str, Any]:
+    from dubbing_assets.core import media, subtitles
+
+    settings = dubbing.settings
+    record = episode_record(context, settings)
+    path = source_path(settings, record)
+    context.log.info(f"validating {record['source']}")
+    with user_errors():
+        info = media.validate(path)
+        fp = media.fingerprint(path)
+    work = dubbing.workdir("source_media")
+    subs: list[dict[str, Any]] = []
+    with user_errors():
+        for track in subtitles.subtitle_tracks(path):
+            if track.get("kind") == "sidecar":
+                handle_path = track["path"]
+            elif track.get("text_based", True):
+                handle_path = str(subtitles.extract_subtitle_stream(
+                    path, int(track["index"]), work / f"stream-{track['index']}.ass"))
+            else:
+                continue
+            subs.append({"language": track.get("language"), "title": track.get("title"),
+                         "kind": track.get("kind"), "index": track.get("index"),
+                         "file": MediaHandle(path=handle_path, kind="subtitles")})
+    audio = [s for s in info["streams"] if s["type"] == "audio"]
+    video = [s for s in info["streams"] if s["type"] == "video"]
+    context.add_output_metadata({
+        "source": record["source"], "fingerprint": fp[:16], "duration_s": info.get("duration_s"),
+        "container": info.get("container"),
+        "streams": dg.MetadataValue.md(md_table(info["streams"], ["index", "type", "codec", "language", "title"])),
+        "subtitle_tracks": len(subs),
+    })
+    return {"media": MediaHandle(path=str(path), kind="video"), "probe": info, "fingerprint": fp,
+            "record": record, "subtitles": subs,
+            "audio_stream": info["validated"]["audio_stream"],
+            "audio_language": audio[0].get("language") if audio else None,
+            "has_video": bool(video)}
+
+
+@dg.asset(partitions_def=PARTITIONS, group_name=GROUP, kinds={"numpy"}, code_version="1",
+          description="Dialogue and background stems at the source's rate and layout (low mode: "
+                      "centre/mid-side/VAD signal processing; high mode: Demucs when installed).")
+def audio_stems(context: dg.AssetExecutionContext, dubbing: DubbingResource,
+                source_media: dict[str, Any]) -> dict[str, Any]:
+    from dubbing_assets.core import media, stems
+
+    work = dubbing.workdir("audio_stems")
+    mode = source_media["record"].get("mode", "low")
+    with user_errors():
+        original = media.extract_audio(source_media["media"].path, work / "original.wav",
+                                       stream_index=source_media["audio_stream"])
+        separator: Any = stems.get_separator("signal")
+        if mode == "high":
+            try:
+                separator = stems.get_separator("demucs")
+            except Exception as exc:  # noqa: BLE001 - report and keep going in low-mode separation
+                context.log.warning(f"high mode: Demucs unavailable ({exc}); using signal separation")
+                separator = stems.get_separator("signal")
+        dialogue, background = separator.separate(original, work)
+    info = dict(getattr(separator, "last_info", {}) or {})
+    context.add_output_metadata({"separator": getattr(separator, "name", type(separator).__name__),
+                                 "mode": info.get("mode", ""), "speech_s": info.get("speech_s", 0.0),
+                                 "sample_rate": info.get("sample_rate", 0), "channels": info.get("channels", 0)})
+    return {"original": MediaHandle(str(original), "audio"), "dialogue": MediaHandle(str(dialogue), "audio"),
+            "background": MediaHandle(str(background), "audio"), "info": info}
+
+
+def _pick_script_track(source_media: dict[str, Any]) -> dict[str, Any] | None:
+    """The audio's own language first (a transcript), else any text track."""
+    tracks = source_media["subtitles"]
+    if not tracks:
+        return None
+    from dubbing_assets.core.media import normalize_language
+
+    audio_lang = normalize_language(source_media.get("audio_language"))
+    for track in tracks:
+        if audio_lang and normalize_language(track.get("language")) == audio_lang:
+            return track
+    return tracks[0]
+
+
+@dg.asset(partitions_def=PARTITIONS, group_name=GROUP, kinds={"python"}, code_version="1", pool=GPU_POOL,
+          description="Timed lines: the episode's own subtitles (Actor = speaker) or faster-whisper ASR.")
+def script(context: dg.AssetExecutionContext, dubbing: DubbingResource, source_media: dict[str, Any],
+           audio_stems: dict[str, Any]) -> dict[str, Any]:
+    from dubbing_assets.core.media import normalize_language
+
+    settings = dubbing.settings
+    track = _pick_script_track(source_media) if settings.script_source == "subtitles-first" else None
+    with user_errors():
+        if track is not None:
+            from dubbing_assets.core.subtitles import script_from_subtitles
+
+            result = script_from_subtitles(track["file"].path, normalize_language(track.get("language")))
+            context.log.info(f"script from subtitles ({track.get('language')}, {track.get('kind')})")
+        else:
+            from dubbing_assets.core.asr import Transcriber
+
+            transcriber = Transcriber(settings.asr_model, registry=dubbing.registry, device=settings.device)
+            result = transcriber.transcribe(audio_stems["dialogue"].path,
+                                            language=normalize_language(source_media.get("audio_language")))
+            context.log.info(f"script from ASR ({result.meta.get('model')}, language {result.language})")
+    if not result.lines:
+        raise dg.Failure(description="No dialogue found: the subtitles hold no dialogue lines and ASR heard no "
+                                     "speech. Check the audio track, or supply subtitles.")
+    rows = [{"#": ln.index, "start": f"{ln.start:.2f}", "end": f"{ln.end:.2f}", "speaker": ln.speaker,
+             "text": ln.text[:80]} for ln in result.lines]
+    context.add_output_metadata({"source": result.source, "language": result.language,
+                                 "lines": len(result.lines),
+                                 "preview": dg.MetadataValue.md(md_table(rows[:40], list(rows[0])))})
+    return result.to_dict()
+
+
+@dg.asset(partitions_def=PARTITIONS, group_name=GROUP, kinds={"torch"}, code_version="1",
+          description="Who speaks each line: subtitle Actor names, or diarization (Resemblyzer embeddings, "
+                      "agglomerative clustering); one embedding per speaker for the voice bank.")
+def speakers(context: dg.AssetExecutionContext, script: dict[str, Any],
+             audio_stems: dict[str, Any]) -> dict[str, Any]:
+    from dubbing_assets.core.diarize import diarize, speakers_from_subtitles
+
+    sc = Script.from_dict(script)
+    with user_errors():
+        if sc.source == "subtitles" and sc.meta.get("speakers_named"):
+            result = speakers_from_subtitles(sc, audio_stems["dialogue"].path)
+        else:
+            result = diarize(audio_stems["dialogue"].path, sc)
+    context.add_output_metadata({"method": result.method, "speakers": len(result.speakers),
+                                 "labels": ", ".join(s.label for s in result.speakers)})
+    return result.to_dict()
+
+
+@dg.asset(partitions_def=PARTITIONS, group_name=GROUP, kinds={"python"}, code_version="1",
+          description="One target-language line per script line (whisper-translate, the episode's subtitles, "
+                      "CTranslate2 or passthrough); glossary applied; review edits win.")
+def translation(context: dg.AssetExecutionContext, dubbing: DubbingResource, script: dict[str, Any],
+                speakers: dict[str, Any], source_media: dict[str, Any],
+                audio_stems: dict[str, Any]) -> dict[str, Any]:
+    from dubbing_assets.core import review, translate
+    from dubbing_assets.core.diarize import apply_speakers
+    from dubbing_assets.core.media import normalize_language
+
+    settings = dubbing.settings
+    record = source_media["record"]
+    target = record.get("target_lang") or settings.target_lang
+    sc = apply_speakers(Script.from_dict(script), Speakers.from_dict(speakers))
+    subs = {normalize_language(t.get("language")): t["file"].path for t in source_media["subtitles"]}
+    with user_errors():
+        engine = settings.translation_engine
+        if engine == "auto":
+            engine = translate.choose_engine(sc, target, subtitle_languages=list(subs), registry=dubbing.registry)
+        kwargs: dict[str, Any] = {}
+        if engine in ("whisper-translate", "ctranslate2"):
+            kwargs = {"registry": dubbing.registry, "device": settings.device} if engine != "ctranslate2" else \
+                {"registry": dubbing.registry}
+        translator = translate.get_translator(engine, **kwargs)
+        result: Translation = translator.translate(sc, target, subtitles=subs.get(normalize_language(target)),
+                                                   audio=audio_stems["dialogue"].path)
+        glossary = review.load_glossary(settings.output, record["series"])
+        if glossary:
+            result = translate.apply_glossary(result, glossary)
+        edits = review.apply_review(settings.review, context.partition_key, result)
+    context.log.info(f"translated {len(result.lines)} lines with {engine}; {edits} edited in review")
+    rows = [{"#": ln.index, "speaker": ln.speaker, "source": ln.source_text[:50], "text": ln.text[:70],
+             "glossary": "ok" if ln.glossary_ok else ",".join(ln.glossary_missing)} for ln in result.lines]
+    context.add_output_metadata({"engine": engine, "target": target, "lines": len(result.lines),
+                                 "review_edits": edits,
+                                 "preview": dg.MetadataValue.md(md_table(rows[:40], list(rows[0])) if rows else "")})
+    return result.to_dict()

@@ -1,0 +1,165 @@
+"""The encrypted IO manager: every artifact at rest goes through it.
+
+Layout: ``storage/<asset>/<episode key>/CURRENT`` names the live version
+folder ``v-<id>/`` holding ``value.json.enc`` and one ``<n>.enc`` per media
+file. A new version is written beside the old one and ``CURRENT`` is
+replaced atomically, so a killed run leaves the old artifact or the new one,
+never half of one. Media files are streamed through encryption in chunks,
+never read whole; downstream steps get temporary plaintext copies that are
+removed when the step ends.
+"""
+
+
+import json
+import os
+import re
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from dubbing_assets.core.crypto import (
+    cleanup_stale_temporaries,
+    decrypt_bytes,
+    decrypt_file,
+    encrypt_bytes,
+    encrypt_file,
+)
+from dubbing_assets.core.model import MediaHandle
+from dubbing_assets.core.safepath import safe_join
+from dubbing_assets.core.settings import load_settings
+from dubbing_assets.errors import UnsafeNameError
+from dubbing_assets.orchestration.resources import keyring_from_settings
+
+_ASSET_PART = re.compile(r"^[a-z0-9_]{1,80}$")
+_PARTITION = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,118}[a-z0-9])?$")
+MEDIA_MARK = "__media__"
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class EncryptedIOManager(dg.ConfigurableIOManager):
+    """Stores JSON-like values and `MediaHandle` files, encrypted, per asset partition."""
+
+    def _root(self) -> Path:
+        return load_settings().ensure().storage
+
+    def _partition_dir(self, context: dg.OutputContext | dg.InputContext) -> Path:
+        parts = list(context.asset_key.path)
+        for part in parts:
+            if not _ASSET_PART.match(part):
+                raise UnsafeNameError(f"Asset name part {part!r} is not a safe storage name.")
+        key = context.asset_partition_key if context.has_asset_partitions else "_unpartitioned"
+        if key != "_unpartitioned" and not _PARTITION.match(key):
+            raise UnsafeNameError(
+                f"Partition key {key!r} is not a safe episode key ([a-z0-9-]); it was not derived by the sensor."
+            )
+        return safe_join(self._root(), *parts, key)
+
+    # ---- writing -------------------------------------------------------
+    def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
+        if obj is None:
+            return
+        settings = load_settings().ensure()
+        ring = keyring_from_settings(settings)
+        target = self._partition_dir(context)
+        target.mkdir(parents=True, exist_ok=True)
+        version = target / f"v-{uuid.uuid4().hex[:12]}"
+        version.mkdir()
+        files: list[dict[str, Any]] = []
+        try:
+            value = self._encrypt_media(obj, version, ring, files)
+            blob = encrypt_bytes(json.dumps(value, sort_keys=True).encode("utf-8"), ring)
+            value_path = version / "value.json.enc"
+            value_path.write_bytes(blob)
+            _atomic_write_text(target / "CURRENT", version.name)
+        except BaseException:
+            shutil.rmtree(version, ignore_errors=True)
+            raise
+        for old in target.glob("v-*"):
+            if old != version:
+                shutil.rmtree(old, ignore_errors=True)
+        total = sum(f["plaintext_size"] for f in files)
+        meta: dict[str, Any] = {
+            "storage_path": dg.MetadataValue.path(str(target)),
+            "encryption": f"chunked AES-256-GCM v{files[0]['version'] if files else 1}",
+            "key_id": ring.active_id,
+            "files": len(files),
+            "plaintext_bytes": total,
+        }
+        if files:
+            meta["sha256"] = files[0]["sha256"] if len(files) == 1 else ",".join(f["sha256"][:16] for f in files)
+        context.add_output_metadata(meta)
+
+    def _encrypt_media(self, obj: Any, version: Path, ring: Any, files: list[dict[str, Any]]) -> Any:
+        if isinstance(obj, MediaHandle):
+            name = f"{len(files)}.enc"
+            info = encrypt_file(Path(obj.path), version / name, ring)
+            files.append({"version": info.version, "plaintext_size": info.plaintext_size, "sha256": info.sha256})
+            return {MEDIA_MARK: name, "kind": obj.kind, "meta": obj.meta,
+                    "suffix": Path(obj.path).suffix, "sha256": info.sha256, "size": info.plaintext_size}
+        if isinstance(obj, dict):
+            return {str(k): self._encrypt_media(v, version, ring, files) for k, v in obj.items()}
+        if isinstance(obj, list | tuple):
+            return [self._encrypt_media(v, version, ring, files) for v in obj]
+        if hasattr(obj, "to_dict"):
+            return self._encrypt_media(obj.to_dict(), version, ring, files)
+        return obj
+
+    # ---- reading -------------------------------------------------------
+    def load_input(self, context: dg.InputContext) -> Any:
+        settings = load_settings().ensure()
+        ring = keyring_from_settings(settings)
+        target = self._partition_dir(context)
+        current = target / "CURRENT"
+        if not current.exists():
+            raise FileNotFoundError(
+                f"No stored artifact for {context.asset_key.to_user_string()} partition "
+                f"{context.asset_partition_key if context.has_asset_partitions else ''}: materialize it first."
+            )
+        version = safe_join(target, current.read_text().strip())
+        value = json.loads(decrypt_bytes((version / "value.json.enc").read_bytes(), ring))
+        tmp_root = settings.home / "tmp"
+        tmp_root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        cleanup_stale_temporaries(tmp_root)
+        scratch = Path(tempfile.mkdtemp(prefix="dubtmp_", dir=tmp_root))
+        self._scratch_dirs().append(scratch)
+        return self._decrypt_media(value, version, ring, scratch)
+
+    def _decrypt_media(self, obj: Any, version: Path, ring: Any, scratch: Path) -> Any:
+        if isinstance(obj, dict) and MEDIA_MARK in obj:
+            src = safe_join(version, obj[MEDIA_MARK])
+            suffix = re.sub(r"[^a-zA-Z0-9.]", "", obj.get("suffix", ""))[:10]
+            dst = scratch / f"{Path(obj[MEDIA_MARK]).stem}{suffix}"
+            decrypt_file(src, dst, ring)
+            return MediaHandle(path=str(dst), kind=obj.get("kind", "file"), meta=obj.get("meta", {}))
+        if isinstance(obj, dict):
+            return {k: self._decrypt_media(v, version, ring, scratch) for k, v in obj.items()}
+        if isinstance(obj, list):
+            return [self._decrypt_media(v, version, ring, scratch) for v in obj]
+        return obj
+
+    def _scratch_dirs(self) -> list[Path]:
+        dirs = self.__dict__.get("_dirs")
+        if dirs is None:
+            dirs = []
+            self.__dict__["_dirs"] = dirs
+        return dirs
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        for scratch in self._scratch_dirs():
+            shutil.rmtree(scratch, ignore_errors=True)

@@ -1,0 +1,28 @@
+"""The two jobs the sensor targets: one per lane, same assets.
+
+Each carries default tags, so runs launched from the UI or by
+`dagster job backfill` are routed to a lane too.
+"""
+
+import dagster as dg
+
+from dubbing_assets.orchestration.partitions import episodes
+from dubbing_assets.orchestration.tags import job_default_tags
+
+GROUP = "dubbing"
+
+dub_episode_job = dg.define_asset_job(
+    name="dub_episode",
+    selection=dg.AssetSelection.groups(GROUP),
+    partitions_def=episodes,
+    tags=job_default_tags("low"),
+    description="Dub one episode in low mode (CPU lane): signal-processing stems, Piper voices.",
+)
+
+dub_episode_high_job = dg.define_asset_job(
+    name="dub_episode_high",
+    selection=dg.AssetSelection.groups(GROUP),
+    partitions_def=episodes,
+    tags=job_default_tags("high"),
+    description="Dub one episode in high mode (GPU lane): voice cloning and model-based separation.",
+)

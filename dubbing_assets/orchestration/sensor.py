@@ -1,0 +1,125 @@
+"""The inbox sensor: the one and only way work enters the system.
+
+Inbox files, `dubbing submit` options, `dubbing rerun` requests and edited
+review files all become run requests here and nowhere else (a test enforces
+it). Run tags come from `tags.run_tags`; queue limits live in dagster.yaml.
+"""
+
+
+import json
+import time
+
+import dagster as dg
+
+from dubbing_assets.core.inbox import InboxScanner, scan_reviews, write_episode_record
+from dubbing_assets.core.requests import (
+    SubmitOptions,
+    archive,
+    pending_reruns,
+    read_submit_request,
+    stages_from,
+)
+from dubbing_assets.core.safepath import is_slug
+from dubbing_assets.core.settings import load_settings
+from dubbing_assets.orchestration.jobs import dub_episode_high_job, dub_episode_job
+from dubbing_assets.orchestration.partitions import episodes
+from dubbing_assets.orchestration.tags import run_tags
+
+
+def _job_name(mode: str) -> str:
+    return dub_episode_high_job.name if mode == "high" else dub_episode_job.name
+
+
+@dg.sensor(
+    name="inbox_sensor",
+    jobs=[dub_episode_job, dub_episode_high_job],
+    minimum_interval_seconds=5,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Watches DUBBING_HOME/inbox, request files and review edits; the only enqueue path.",
+)
+def inbox_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+    started = time.monotonic()
+    settings = load_settings().ensure()
+    scanner = InboxScanner(settings.inbox, settings.state / "inbox.sqlite", settings.quarantine,
+                           cap=settings.sensor_max_requests)
+    run_requests: list[dg.RunRequest] = []
+    new_keys: list[str] = []
+    try:
+        scan = scanner.scan()
+        for rejected in scan.rejected:
+            context.log.warning(f"quarantined {rejected.relpath!r}: {rejected.reason} (moved to {rejected.moved_to})")
+        for collision in scan.collisions:
+            context.log.warning(f"episode key collision: {collision}")
+        known = set(context.instance.get_dynamic_partitions(episodes.name))
+        for ep in scan.ready:
+            opts = read_submit_request(settings.requests, ep.key) or SubmitOptions(
+                owner=settings.owner, target_lang=settings.target_lang)
+            record = {"key": ep.key, "series": ep.series, "source": ep.relpath, "fingerprint": ep.fingerprint,
+                      "size": ep.size, "sidecars": ep.sidecars, "owner": opts.owner, "mode": opts.mode,
+                      "target_lang": opts.target_lang, "priority": opts.priority,
+                      "visibility": opts.visibility, "submitted_at": opts.submitted_at}
+            write_episode_record(settings.episodes, ep.key, record)
+            if ep.key not in known:
+                new_keys.append(ep.key)
+                known.add(ep.key)
+            run_requests.append(dg.RunRequest(
+                run_key=f"{ep.key}:{ep.fingerprint[:16]}",
+                partition_key=ep.key,
+                job_name=_job_name(opts.mode),
+                tags=run_tags(mode=opts.mode, owner=opts.owner, priority=opts.priority, episode=ep.key),
+            ))
+            scanner.mark_requested(ep)
+            context.log.info(f"{'changed' if ep.changed else 'new'} episode {ep.key} from {ep.relpath!r}")
+
+        budget = max(0, settings.sensor_max_requests - len(run_requests))
+        for path in pending_reruns(settings.requests)[:budget]:
+            request = _rerun_request(path, known, settings)
+            archive(path, outcome="done" if request else "failed")
+            if request:
+                run_requests.append(request)
+        for key, stage, path in scan_reviews(scanner.db, settings.review):
+            if key in known:
+                context.log.info(f"review edit {path.name} for {key}: re-running from {stage}")
+                run_requests.append(_selection_request(key, stage, f"review:{key}:{stage}:{path.stat().st_mtime_ns}",
+                                                       settings))
+    finally:
+        scanner.close()
+    elapsed = time.monotonic() - started
+    if run_requests or scan.rejected:
+        context.log.info(f"tick: {len(run_requests)} requests, {scan.waiting} waiting, {scan.deferred} deferred, "
+                         f"{len(scan.rejected)} quarantined, {scan.seen} already seen, {elapsed:.2f}s")
+    return dg.SensorResult(
+        run_requests=run_requests,
+        dynamic_partitions_requests=[episodes.build_add_request(new_keys)] if new_keys else None,
+        skip_reason=None if run_requests else
+        f"nothing new ({scan.seen} seen, {scan.waiting} waiting for a stable size, {scan.deferred} deferred)",
+    )
+
+
+def _record(settings, key: str) -> dict | None:
+    path = settings.episodes / f"{key}.json"
+    return json.loads(path.read_text()) if is_slug(key) and path.exists() else None
+
+
+def _selection_request(key: str, stage: str, run_key: str, settings) -> dg.RunRequest:
+    record = _record(settings, key) or {}
+    mode = record.get("mode", "low")
+    return dg.RunRequest(
+        run_key=run_key,
+        partition_key=key,
+        job_name=_job_name(mode),
+        asset_selection=[dg.AssetKey(s) for s in stages_from(stage)],
+        tags=run_tags(mode=mode, owner=record.get("owner", settings.owner),
+                      priority=int(record.get("priority", 0)), episode=key),
+    )
+
+
+def _rerun_request(path, known: set[str], settings) -> dg.RunRequest | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        key, stage = data["episode"], data["from"]
+        if key not in known:
+            return None
+        return _selection_request(key, stage, f"rerun:{data['id']}", settings)
+    except (ValueError, KeyError, OSError):
+        return None

@@ -1,0 +1,37 @@
+"""Suite-wide fixtures and the CI rule that a `required` test may not be skipped."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+DATA = Path(__file__).parent / "data"
+MEDIA = DATA / "media"
+
+_skipped_required: list[str] = []
+
+
+@pytest.fixture
+def dubbing_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An isolated DUBBING_HOME/DAGSTER_HOME for one test (settings are read at run time)."""
+    home = tmp_path / "dubbing"
+    monkeypatch.setenv("DUBBING_HOME", str(home))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    (tmp_path / "dagster_home").mkdir()
+    for var in ("DUBBING_INBOX", "DUBBING_OUTPUT", "DUBBING_STORAGE", "DUBBING_KEYRING", "DUBBING_LOG_DIR",
+                "DUBBING_CACHE", "DUBBING_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    return home
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped and "required" in report.keywords:
+        _skipped_required.append(report.nodeid)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _skipped_required and os.environ.get("CI"):
+        print(f"\nCI: required tests were skipped: {_skipped_required}")
+        session.exitstatus = 1

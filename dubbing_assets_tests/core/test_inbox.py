@@ -1,0 +1,129 @@
+"""Inbox scanning: stability, fingerprints, caps, quarantine, hostile names."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from dubbing_assets.core.inbox import InboxScanner, episode_key, episode_slug
+from dubbing_assets.core.safepath import is_slug, safe_join
+from dubbing_assets.errors import UnsafeNameError
+from dubbing_assets_tests.conftest import MEDIA
+
+
+def _scanner(tmp_path: Path, cap: int = 20) -> InboxScanner:
+    return InboxScanner(tmp_path / "inbox", tmp_path / "state" / "inbox.sqlite", tmp_path / "quarantine", cap=cap)
+
+
+def _drop(tmp_path: Path, series: str, name: str, src: Path = MEDIA / "en_monologue.mp4") -> Path:
+    folder = tmp_path / "inbox" / series
+    folder.mkdir(parents=True, exist_ok=True)
+    dest = folder / name
+    shutil.copyfile(src, dest)
+    return dest
+
+
+def test_new_file_is_ready_after_one_stable_tick(tmp_path: Path) -> None:
+    _drop(tmp_path, "Alpha Series", "Alpha Series - 01.mp4")
+    s = _scanner(tmp_path)
+    first = s.scan()
+    assert first.ready == [] and first.waiting == 1
+    second = s.scan()
+    assert [e.key for e in second.ready] == ["alpha-series-e01"]
+    s.mark_requested(second.ready[0])
+    assert s.scan().ready == []  # same file again: nothing
+
+
+def test_modified_file_is_ready_again(tmp_path: Path) -> None:
+    path = _drop(tmp_path, "show", "S01E02.mp4")
+    s = _scanner(tmp_path)
+    s.scan()
+    ep = s.scan().ready[0]
+    s.mark_requested(ep)
+    with open(path, "ab") as fh:
+        fh.write(b"\0" * 10)
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    assert s.scan().ready == []  # changed: wait for stability
+    again = s.scan().ready
+    assert len(again) == 1 and again[0].changed and again[0].fingerprint != ep.fingerprint
+    assert again[0].key == ep.key
+
+
+def test_partial_upload_waits_until_stable(tmp_path: Path) -> None:
+    folder = tmp_path / "inbox" / "show"
+    folder.mkdir(parents=True)
+    data = (MEDIA / "en_monologue.mp4").read_bytes()
+    path = folder / "e05.mp4"
+    s = _scanner(tmp_path)
+    for i in range(1, 4):  # grows every tick
+        path.write_bytes(data[: len(data) * i // 4])
+        os.utime(path, ns=(10**18 + i, 10**18 + i))
+        assert s.scan().ready == []
+    path.write_bytes(data)
+    assert s.scan().ready == []
+    assert len(s.scan().ready) == 1
+
+
+def test_bad_file_is_quarantined_with_reason(tmp_path: Path) -> None:
+    folder = tmp_path / "inbox" / "show"
+    folder.mkdir(parents=True)
+    (folder / "e01.mp4").write_text("this is not a video\n")
+    (folder / "e02.mkv").write_bytes(b"")
+    s = _scanner(tmp_path)
+    s.scan()
+    result = s.scan()
+    assert result.ready == []
+    reasons = {r.relpath: r.reason for r in result.rejected}
+    assert "not a video" in reasons["show/e01.mp4"] and "empty" in reasons["show/e02.mkv"]
+    moved = list((tmp_path / "quarantine" / "show").glob("*.reason.txt"))
+    assert len(moved) == 2
+    assert not (folder / "e01.mp4").exists()
+
+
+def test_cap_spreads_requests_over_ticks(tmp_path: Path) -> None:
+    for i in range(50):
+        _drop(tmp_path, "bulk", f"e{i:03d}.mp4")
+    s = _scanner(tmp_path, cap=20)
+    s.scan()
+    keys: list[str] = []
+    for _ in range(3):
+        result = s.scan()
+        for ep in result.ready:
+            s.mark_requested(ep)
+        keys += [e.key for e in result.ready]
+    assert len(keys) == 50 and len(set(keys)) == 50
+
+
+@pytest.mark.parametrize("series,name", [
+    ("..", "e01.mp4"), ("Show [BD] (2024)", "../../etc/passwd.mp4"), ("ショー", "第1話.mkv"),
+    ("show", "my file [1080p] {x}.mkv"), ("a/b", "e01.mkv"), ("show", ".hidden.mkv"),
+])
+def test_hostile_names_give_safe_keys(series: str, name: str) -> None:
+    key = episode_key(series, name)
+    assert is_slug(key) and "/" not in key and ".." not in key
+
+
+def test_collisions_get_distinct_keys(tmp_path: Path) -> None:
+    _drop(tmp_path, "show", "Show E01.mp4")
+    _drop(tmp_path, "show", "show-e01.mp4", MEDIA / "ja_two_speakers.mkv")
+    s = _scanner(tmp_path)
+    s.scan()
+    result = s.scan()
+    keys = sorted(e.key for e in result.ready)
+    assert len(set(keys)) == 2 and result.collisions
+
+
+def test_safe_join_refuses_escape(tmp_path: Path) -> None:
+    for bad in ("..", "a/b", "", "x\x00"):
+        with pytest.raises(UnsafeNameError):
+            safe_join(tmp_path, bad)
+
+
+def test_episode_slug_patterns() -> None:
+    assert episode_slug("Show.S02E07.1080p.mkv") == "s02e07"
+    assert episode_slug("Show - 12 [abc].mkv") == "e12"
+    assert episode_slug("Episode 3.mp4") == "e03"
+    assert episode_slug("pilot.mkv") == "pilot"
