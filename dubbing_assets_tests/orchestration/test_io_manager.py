@@ -1,0 +1,90 @@
+"""The encrypted IO manager: round trips, temp cleanup, containment, atomic versions."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from dubbing_assets.core.crypto import inspect_file
+from dubbing_assets.core.model import MediaHandle
+from dubbing_assets.core.settings import load_settings
+from dubbing_assets.orchestration.io_manager import EncryptedIOManager
+
+parts = dg.DynamicPartitionsDefinition(name="episodes")
+SEEN: dict[str, object] = {}
+
+
+def _assets(payload: bytes, fail: bool = False):
+    @dg.asset(partitions_def=parts)
+    def producer() -> dict:
+        path = load_settings().ensure().home / "work.bin"
+        path.write_bytes(payload)
+        if fail:
+            path.unlink()  # the handle points nowhere: encryption must fail cleanly
+        return {"n": 1, "file": MediaHandle(str(path), "file", {"why": "test"}), "list": [1, "a"]}
+
+    @dg.asset(partitions_def=parts)
+    def consumer(producer: dict) -> int:
+        handle = producer["file"]
+        assert isinstance(handle, MediaHandle)
+        SEEN["path"] = Path(handle.path)
+        SEEN["data"] = Path(handle.path).read_bytes()
+        SEEN["meta"] = handle.meta
+        return producer["n"] + 1
+
+    return producer, consumer
+
+
+def _instance(key: str) -> dg.DagsterInstance:
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("episodes", [key])
+    return instance
+
+
+def test_round_trip_and_temp_cleanup(dubbing_env: Path) -> None:
+    payload = bytes(range(256)) * 5000
+    instance = _instance("show-e01")
+    result = dg.materialize(list(_assets(payload)), partition_key="show-e01", instance=instance,
+                            resources={"io_manager": EncryptedIOManager()})
+    assert result.success
+    assert SEEN["data"] == payload and SEEN["meta"] == {"why": "test"}
+    assert not SEEN["path"].exists(), "plaintext temp copy must be removed when the step ends"
+    meta = result.asset_materializations_for_node("producer")[0].metadata
+    assert meta["sha256"].value == hashlib.sha256(payload).hexdigest()
+    assert meta["plaintext_bytes"].value == len(payload)
+    storage = load_settings().storage / "producer" / "show-e01"
+    encs = list(storage.rglob("*.enc"))
+    assert len(encs) == 2
+    for enc in encs:
+        assert payload[:64] not in enc.read_bytes()
+        assert inspect_file(enc).format == "new"
+
+
+def test_failed_write_keeps_previous_version(dubbing_env: Path) -> None:
+    instance = _instance("show-e02")
+    ok = dg.materialize([_assets(b"v1")[0]], partition_key="show-e02", instance=instance,
+                        resources={"io_manager": EncryptedIOManager()})
+    assert ok.success
+    storage = load_settings().storage / "producer" / "show-e02"
+    before = (storage / "CURRENT").read_text()
+    bad = dg.materialize([_assets(b"v2", fail=True)[0]], partition_key="show-e02", instance=instance,
+                         resources={"io_manager": EncryptedIOManager()}, raise_on_error=False)
+    assert not bad.success
+    assert (storage / "CURRENT").read_text() == before
+    assert sorted(p.name for p in storage.iterdir() if p.name.startswith("v-")) == [before]
+
+
+@pytest.mark.parametrize("key", ["../escape", "a/b", "UPPER", "x" * 200])
+def test_hostile_partition_keys_are_refused(dubbing_env: Path, key: str) -> None:
+    instance = _instance(key)
+    result = dg.materialize([_assets(b"x")[0]], partition_key=key, instance=instance,
+                            resources={"io_manager": EncryptedIOManager()}, raise_on_error=False)
+    assert not result.success
+    root = load_settings().storage
+    assert not any(p.is_file() for p in root.parent.rglob("*.enc") if root not in p.parents)
+    errors = [ev.event_specific_data.error.to_string() for ev in result.all_events
+              if ev.event_type_value == "STEP_FAILURE"]
+    assert any("not a safe" in e or "not allowed" in e or "leave" in e for e in errors), errors

@@ -1,0 +1,131 @@
+"""The whole low-mode pipeline on the Japanese two-speaker clip (subtitles path), on real parts.
+
+Acceptance of the pipeline issues: 4 dub lines, sync, overflow, loudness,
+delivery streams, distinct voices, private manifest, per-line cache.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from dubbing_assets.core.crypto import decrypt_file
+from dubbing_assets.core.settings import load_settings
+from dubbing_assets.orchestration.resources import keyring_from_settings
+from dubbing_assets_tests.conftest import MEDIA
+from dubbing_assets_tests.orchestration.pipeline_helpers import (
+    materialization_metadata,
+    prepare_episode,
+    run_stages,
+    step_failures,
+)
+
+pytestmark = [pytest.mark.slow]
+
+TRUTH = json.loads((MEDIA / "ja_two_speakers.script.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def dubbed(tmp_path_factory: pytest.TempPathFactory):
+    home = tmp_path_factory.mktemp("pipeline") / "home"
+    instance, key = prepare_episode(home)
+    result = run_stages(instance, key)
+    assert result.success, step_failures(result)
+    settings = load_settings()
+    folder = settings.output / "alpha-series" / key
+    return {"home": home, "instance": instance, "key": key, "result": result, "folder": folder,
+            "settings": settings, "manifest": json.loads((folder / "manifest.json").read_text())}
+
+
+def test_script_from_subtitles_matches_ground_truth(dubbed) -> None:
+    meta = materialization_metadata(dubbed["result"], "script")
+    assert meta["source"] == "subtitles" and meta["lines"] == 4
+    speakers = materialization_metadata(dubbed["result"], "speakers")
+    assert speakers["labels"] == "Aiko, Kenji"
+
+
+def test_qa_sync_overflow_loudness(dubbed) -> None:
+    qa = dubbed["manifest"]["qa"]
+    summary = qa["summary"]
+    assert summary["lines"] == 4
+    assert summary["max_abs_sync_ms"] <= 150
+    assert summary["overflow_s_total"] <= 0.25
+    assert abs(summary["integrated_lufs"] - (-23.0)) <= 1.0
+    assert summary["true_peak_db"] <= -1.0
+    assert summary["mean_wer"] <= 0.15
+    assert dubbed["manifest"]["visibility"] == "private"
+
+
+def test_delivery_streams(dubbed) -> None:
+    out = Path(dubbed["manifest"]["video_path"])
+    assert out.suffix == ".mkv" and out.exists()
+    with av.open(str(MEDIA / "ja_two_speakers.mkv")) as src, av.open(str(out)) as dst:
+        sv, dv = src.streams.video[0], dst.streams.video[0]
+        assert dv.codec_context.name == sv.codec_context.name
+        n_src = sum(1 for _ in src.demux(sv) if _.size)
+        n_dst = sum(1 for _ in dst.demux(dv) if _.size)
+        assert n_src == n_dst
+    with av.open(str(out)) as dst:
+        audio = list(dst.streams.audio)
+        assert len(audio) == 2
+        langs = [a.metadata.get("language") for a in audio]
+        assert langs == ["eng", "jpn"]
+        subs = list(dst.streams.subtitles)
+        assert any(s.metadata.get("language") == "eng" for s in subs)
+        assert len(subs) >= 2  # the English dub subtitles plus the original track
+
+
+def test_characters_sound_different(dubbed) -> None:
+    """Aiko vs Kenji embeddings differ more than two lines of the same character."""
+    from resemblyzer import VoiceEncoder, preprocess_wav
+
+    settings = dubbed["settings"]
+    ring = keyring_from_settings(settings)
+    version = (settings.storage / "dub_speech" / dubbed["key"] / "CURRENT").read_text().strip()
+    folder = settings.storage / "dub_speech" / dubbed["key"] / version
+    clips = []
+    for i in range(4):
+        out = dubbed["home"] / f"clip{i}.wav"
+        decrypt_file(folder / f"{i}.enc", out, ring)
+        clips.append(out)
+    enc = VoiceEncoder("cpu", verbose=False)
+    emb = [enc.embed_utterance(preprocess_wav(str(p))) for p in clips]
+    same = (float(np.dot(emb[0], emb[2])) + float(np.dot(emb[1], emb[3]))) / 2  # Aiko 0,2; Kenji 1,3
+    cross = np.mean([float(np.dot(emb[a], emb[b])) for a in (0, 2) for b in (1, 3)])
+    print(f"voice cosine: same character {same:.3f}, across characters {cross:.3f}")
+    assert cross < same
+
+
+def test_storage_is_encrypted_and_neutral(dubbed) -> None:
+    from dubbing_assets.core.crypto import inspect_file
+
+    files = [p for p in dubbed["settings"].storage.rglob("*.enc")]
+    assert files
+    for path in files:
+        head = path.read_bytes()[:8]
+        assert b"ANV2"[:2] + b"V2" not in head
+        assert inspect_file(path).format == "new"
+
+
+def test_editing_one_line_resynthesizes_only_that_line(dubbed) -> None:
+    from dubbing_assets.core.review import review_file
+
+    settings = dubbed["settings"]
+    path = review_file(settings.review, dubbed["key"])
+    data = json.loads(path.read_text())
+    data["lines"][2]["text"] = "Lucky you. What did you buy?"
+    path.write_text(json.dumps(data))
+    stages = ["translation", "cast", "dub_speech", "dub_mix", "dubbed_video", "qa_report", "library_entry"]
+    result = run_stages(dubbed["instance"], dubbed["key"], stages)
+    assert result.success, step_failures(result)
+    tr = materialization_metadata(result, "translation")
+    assert tr["review_edits"] == 1
+    speech = materialization_metadata(result, "dub_speech")
+    assert (speech["cache_hits"], speech["cache_misses"]) == (3, 1)
+    manifest = json.loads((dubbed["folder"] / "manifest.json").read_text())
+    assert manifest["created_at"] == dubbed["manifest"]["created_at"]
+    assert manifest["updated_at"] >= dubbed["manifest"]["updated_at"]
