@@ -238,5 +238,10 @@ def register(sub: argparse._SubParsersAction) -> dict[str, Any]:
     isub = p.add_subparsers(dest="instance_cmd", required=True)
     pi = isub.add_parser("init", help="create folders and keyring; set the gpu pool limit")
     pi.add_argument("--gpu-slots", type=int, default=1)
-    return {"submit": cmd_submit, "status": cmd_status, "wait": cmd_wait, "cancel": cmd_cancel,
-            "rerun": cmd_rerun, "instance": cmd_instance_init}
+    handlers = {"submit": cmd_submit, "status": cmd_status, "wait": cmd_wait, "cancel": cmd_cancel,
+                "rerun": cmd_rerun, "instance": cmd_instance_init}
+    for name, parser in sub.choices.items():
+        if name in handlers:
+            parser.set_defaults(handler=name)
+    pi.set_defaults(handler="instance")
+    return handlers
