@@ -40,7 +40,7 @@ def run(cmd: list[str], **kw) -> None:
 
 def setup() -> None:
     """Create .venv and install the project with its test extra (skipped when up to date)."""
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 - this script may be started by an older python
         sys.exit(f"Python 3.11 or newer is needed (this is {sys.version.split()[0]}).")
     if not (BIN / "python").exists():
         run([sys.executable, "-m", "venv", VENV])

@@ -159,8 +159,13 @@ class InboxScanner:
             "SELECT relpath, size, mtime_ns, stable, fingerprint, requested FROM files")}
         present: set[str] = set()
         updates: list[tuple] = []
-        ready_rows: list[tuple[str, str, os.stat_result, bool]] = []
+        ready_rows: list[tuple[str, str, os.stat_result, str | None]] = []
         for series, relpath, st in self._walk():
+            if not _encodable(relpath):
+                # SQLite (and every key) needs text: quarantine now, never store the name.
+                result.rejected.append(self._quarantine(
+                    relpath, "the file name is not valid UTF-8; rename it and drop it in again"))
+                continue
             present.add(relpath)
             prev = known.get(relpath)
             if prev is None or prev[0] != st.st_size or prev[1] != st.st_mtime_ns:
@@ -172,7 +177,7 @@ class InboxScanner:
             if requested and requested == fingerprint and stable:
                 result.seen += 1
                 continue
-            ready_rows.append((series, relpath, st, bool(requested)))
+            ready_rows.append((series, relpath, st, requested))
         if updates:
             self.db.executemany(
                 "INSERT INTO files(relpath,size,mtime_ns,stable) VALUES(?,?,?,0) "
@@ -181,7 +186,7 @@ class InboxScanner:
         gone = [r for r in known if r not in present]
         if gone:
             self.db.executemany("DELETE FROM files WHERE relpath=?", [(r,) for r in gone])
-        for series, relpath, st, was_requested in ready_rows:
+        for series, relpath, st, requested in ready_rows:
             if len(result.ready) >= self.cap:
                 result.deferred += 1
                 continue
@@ -196,6 +201,11 @@ class InboxScanner:
             except (OSError, ValueError) as exc:
                 result.rejected.append(self._quarantine(relpath, str(exc)))
                 continue
+            if requested and fingerprint == requested:
+                # Touched or copied over with the same bytes: already requested, nothing to do.
+                self.db.execute("UPDATE files SET stable=1, fingerprint=? WHERE relpath=?", (fingerprint, relpath))
+                result.seen += 1
+                continue
             if collided:
                 result.collisions.append(f"{relpath} -> {key} (base key taken by another file)")
             self.db.execute("UPDATE files SET stable=1, fingerprint=?, key=? WHERE relpath=?",
@@ -206,7 +216,7 @@ class InboxScanner:
                               if p.suffix.lower() in SIDECAR_EXTENSIONS)
             result.ready.append(ReadyEpisode(key=key, series=slugify(series) or "series", relpath=relpath,
                                              fingerprint=fingerprint, size=st.st_size, sidecars=sidecars,
-                                             changed=was_requested))
+                                             changed=bool(requested)))
         self.db.commit()
         return result
 
@@ -221,18 +231,34 @@ class InboxScanner:
         folder = self.quarantine / (slugify(series) or "series")
         folder.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%dT%H%M%S")
-        safe_name = f"{stamp}-{slugify(Path(name).stem) or 'file'}{Path(name).suffix.lower()[:8]}"
-        dest = safe_join(folder, safe_name)
+        stem, suffix = slugify(Path(name).stem) or "file", Path(name).suffix.lower()[:8]
+        dest = safe_join(folder, f"{stamp}-{stem}{suffix}")
+        n = 1
+        while dest.exists() or dest.with_name(dest.name + ".reason.txt").exists():
+            # Never overwrite an earlier quarantined file (same slug within the same second).
+            n += 1
+            dest = safe_join(folder, f"{stamp}-{stem}-{n}{suffix}")
         moved: str | None = None
         try:
             shutil.move(str(src), dest)
             moved = str(dest)
         except OSError:
             pass
+        shown = os.fsencode(relpath).decode("utf-8", "backslashreplace")
         reason_file = dest.with_name(dest.name + ".reason.txt")
-        reason_file.write_text(f"file: {relpath}\nreason: {reason}\nwhen: {stamp}\n", encoding="utf-8")
-        self.db.execute("DELETE FROM files WHERE relpath=?", (relpath,))
-        return Rejected(relpath=relpath, reason=reason, moved_to=moved)
+        reason_file.write_text(f"file: {shown}\nreason: {reason}\nwhen: {stamp}\n", encoding="utf-8")
+        if _encodable(relpath):
+            self.db.execute("DELETE FROM files WHERE relpath=?", (relpath,))
+        return Rejected(relpath=shown, reason=reason, moved_to=moved)
+
+
+def _encodable(text: str) -> bool:
+    """False for names that came off the disk as undecodable bytes (surrogate escapes)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def glob_escape(text: str) -> str:

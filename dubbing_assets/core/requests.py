@@ -49,19 +49,30 @@ def stages_from(stage: str) -> list[str]:
     return list(STAGES[STAGES.index(stage):])
 
 
+def submit_request_path(requests_dir: Path, key: str) -> Path:
+    return safe_join(requests_dir, f"submit-{check_slug(key, 'episode key')}.json")
+
+
 def write_submit_request(requests_dir: Path, key: str, options: SubmitOptions) -> Path:
-    path = safe_join(requests_dir, f"submit-{check_slug(key, 'episode key')}.json")
+    path = submit_request_path(requests_dir, key)
     atomic_write_json(path, asdict(options.validate()))
     return path
 
 
 def read_submit_request(requests_dir: Path, key: str) -> SubmitOptions | None:
-    path = safe_join(requests_dir, f"submit-{check_slug(key, 'episode key')}.json")
+    """The options for `key`, or None; ValueError naming the file when it is malformed."""
+    path = submit_request_path(requests_dir, key)
     if not path.exists():
         return None
-    data = json.loads(path.read_text(encoding="utf-8"))
-    known = {k: v for k, v in data.items() if k in SubmitOptions.__dataclass_fields__}
-    return SubmitOptions(**known).validate()
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        known = {k: v for k, v in data.items() if k in SubmitOptions.__dataclass_fields__}
+        options = SubmitOptions(**known)
+        options.priority, options.owner = int(options.priority), str(options.owner)
+        return options.validate()
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise ValueError(f"{path.name} is not a valid submit request ({exc}); "
+                         "submit the file again with valid options.") from exc
 
 
 def write_rerun_request(requests_dir: Path, key: str, from_stage: str, *, reason: str = "cli") -> Path:

@@ -28,8 +28,9 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "DUBBING_MODELS_DIR": ("(unset)", "Folder of local models: <dir>/<model name>/ is tried first."),
     "DUBBING_TARGET_LANG": ("en", "Default target language (ISO 639-1)."),
     "DUBBING_SCRIPT_SOURCE": ("subtitles-first", "`subtitles-first` or `asr`: where the script comes from."),
-    "DUBBING_TRANSLATION_ENGINE": ("auto", "`auto`, `whisper-translate`, `subtitles`, `ctranslate2`, `passthrough`."),
-    "DUBBING_ASR_MODEL": ("auto", "faster-whisper model name or folder; auto picks tiny.en for English, base otherwise."),
+    "DUBBING_TRANSLATION_ENGINE": (
+        "auto", "`auto`, `whisper-translate`, `subtitles`, `ctranslate2`, `passthrough`."),
+    "DUBBING_ASR_MODEL": ("auto", "faster-whisper model name or folder; auto: tiny.en for English, else base."),
     "DUBBING_DEVICE": ("auto", "`auto`, `cpu` or `cuda` for the engines."),
     "DUBBING_LOUDNESS_LUFS": ("-23", "Integrated loudness target of the mix."),
     "DUBBING_CONTAINER": ("mkv", "`mkv` or `mp4` for the delivered video."),

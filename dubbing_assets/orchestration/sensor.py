@@ -6,6 +6,7 @@ it). Run tags come from `tags.run_tags`; queue limits live in dagster.yaml.
 """
 
 
+import contextlib
 import json
 import time
 
@@ -18,6 +19,7 @@ from dubbing_assets.core.requests import (
     pending_reruns,
     read_submit_request,
     stages_from,
+    submit_request_path,
 )
 from dubbing_assets.core.safepath import is_slug
 from dubbing_assets.core.settings import load_settings
@@ -52,8 +54,15 @@ def inbox_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
             context.log.warning(f"episode key collision: {collision}")
         known = set(context.instance.get_dynamic_partitions(episodes.name))
         for ep in scan.ready:
-            opts = read_submit_request(settings.requests, ep.key) or SubmitOptions(
-                owner=settings.owner, target_lang=settings.target_lang)
+            try:
+                opts = read_submit_request(settings.requests, ep.key)
+            except (ValueError, OSError) as exc:
+                # A broken request file must not stall the inbox: set it aside, use the defaults.
+                context.log.warning(f"{exc} Queuing {ep.key} with the default options.")
+                with contextlib.suppress(OSError):
+                    archive(submit_request_path(settings.requests, ep.key), outcome="failed")
+                opts = None
+            opts = opts or SubmitOptions(owner=settings.owner, target_lang=settings.target_lang)
             record = {"key": ep.key, "series": ep.series, "source": ep.relpath, "fingerprint": ep.fingerprint,
                       "size": ep.size, "sidecars": ep.sidecars, "owner": opts.owner, "mode": opts.mode,
                       "target_lang": opts.target_lang, "priority": opts.priority,
@@ -121,5 +130,5 @@ def _rerun_request(path, known: set[str], settings) -> dg.RunRequest | None:
         if key not in known:
             return None
         return _selection_request(key, stage, f"rerun:{data['id']}", settings)
-    except (ValueError, KeyError, OSError):
+    except (ValueError, KeyError, TypeError, OSError):
         return None

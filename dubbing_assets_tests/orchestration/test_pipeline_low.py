@@ -125,7 +125,7 @@ def test_editing_one_line_resynthesizes_only_that_line(dubbed) -> None:
     tr = materialization_metadata(result, "translation")
     assert tr["review_edits"] == 1
     speech = materialization_metadata(result, "dub_speech")
-    assert (speech["cache_hits"], speech["cache_misses"]) == (3, 1)
+    assert (speech["lines_from_cache"], speech["lines_synthesized"]) == (3, 1)
     manifest = json.loads((dubbed["folder"] / "manifest.json").read_text())
     assert manifest["created_at"] == dubbed["manifest"]["created_at"]
     assert manifest["updated_at"] >= dubbed["manifest"]["updated_at"]

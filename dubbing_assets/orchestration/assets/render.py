@@ -90,13 +90,16 @@ def dub_speech(context: dg.AssetExecutionContext, dubbing: DubbingResource, tran
         default = next(iter(voices.values()), None)
         fits = fit_lines(tr.lines, voices, engine, work / "clips", media_end=duration, cache=cache,
                          default_voice=default)
-    context.log.info(f"synthesized {len(fits)} lines: {cache.hits} from cache, {cache.misses} new")
+    resynthesized = sum(1 for f in fits if f.cache_misses)
+    context.log.info(f"{len(fits)} lines: {len(fits) - resynthesized} wholly from the cache, {resynthesized} "
+                     f"synthesized ({cache.hits} cache hits, {cache.misses} misses)")
     overflow = [f for f in fits if f.overflow_s > 0]
     rows = [{"#": f.index, "start": f"{f.start:.2f}", "dur": f"{f.duration:.2f}", "rate": f"{f.rate:.2f}",
              "stretch": f"{f.stretch:.2f}", "borrowed": f"{f.borrowed_s:.2f}", "overflow": f"{f.overflow_s:.2f}",
-             "cached": "yes" if f.cache_hits else "no"} for f in fits]
+             "cached": "no" if f.cache_misses else "yes"} for f in fits]
     context.add_output_metadata({
-        "lines": len(fits), "cache_hits": cache.hits, "cache_misses": cache.misses,
+        "lines": len(fits), "lines_from_cache": len(fits) - resynthesized, "lines_synthesized": resynthesized,
+        "cache_hits": cache.hits, "cache_misses": cache.misses,
         "overflows": len(overflow), "engine": engine.version,
         "fit": dg.MetadataValue.md(md_table(rows, list(rows[0])) if rows else "")})
     return {"clips": [{"fit": f.to_dict(), "audio": MediaHandle(f.path, "audio")} for f in fits],

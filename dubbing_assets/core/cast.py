@@ -1,0 +1,126 @@
+"""Casting: which known character is each speaker of this episode, and which voice they get.
+
+Pure logic, no I/O. Speakers (from subtitles or diarization) are matched to
+the series' characters one-to-one:
+
+1. a speaker whose name hint (the subtitle Actor/Name field) equals a
+   character's name (case and spacing ignored) is that character;
+2. the rest are paired by the cosine similarity of their embeddings with the
+   Hungarian algorithm (maximum total similarity); a pair counts only at or
+   above `threshold`;
+3. speakers left over are new characters (`is_new`).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from dubbing_assets.core.model import Voice
+from dubbing_assets.core.tts import assign_voice
+
+SpeakerIn = tuple[str, Sequence[float] | None, str | None]  # (label, embedding, name hint)
+CharacterIn = tuple[str, str | None, Sequence[float] | None]  # (id, name, embedding)
+
+
+@dataclass
+class Match:
+    label: str
+    character_id: str | None
+    similarity: float
+    is_new: bool
+    by: str = "none"  # "name", "embedding" or "none"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _norm_name(name: str | None) -> str:
+    return re.sub(r"\s+", " ", (name or "").strip()).casefold()
+
+
+def cosine(a: Sequence[float] | None, b: Sequence[float] | None) -> float:
+    """Cosine similarity; 0.0 when either side is missing, empty, zero or of another length."""
+    if a is None or b is None:
+        return 0.0
+    x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if x.size == 0 or x.shape != y.shape:
+        return 0.0
+    nx, ny = float(np.linalg.norm(x)), float(np.linalg.norm(y))
+    if nx == 0 or ny == 0 or not math.isfinite(nx * ny):
+        return 0.0
+    return float(np.dot(x, y) / (nx * ny))
+
+
+def match_speakers(
+    speakers: Sequence[SpeakerIn], characters: Sequence[CharacterIn], threshold: float = 0.75
+) -> list[Match]:
+    """One `Match` per speaker, in the speakers' order (see the module docstring)."""
+    from scipy.optimize import linear_sum_assignment
+
+    results: dict[int, Match] = {}
+    taken: set[int] = set()
+    by_name: dict[str, int] = {}
+    for j, (_cid, name, _emb) in enumerate(characters):
+        key = _norm_name(name)
+        if key and key not in by_name:
+            by_name[key] = j
+    for i, (label, embedding, hint) in enumerate(speakers):
+        j = by_name.get(_norm_name(hint)) if _norm_name(hint) else None
+        if j is not None and j not in taken:
+            taken.add(j)
+            results[i] = Match(
+                label, characters[j][0], round(cosine(embedding, characters[j][2]), 4), False, "name"
+            )
+    rows = [i for i in range(len(speakers)) if i not in results]
+    cols = [j for j in range(len(characters)) if j not in taken]
+    if rows and cols:
+        sim = np.array([[cosine(speakers[i][1], characters[j][2]) for j in cols] for i in rows])
+        r_idx, c_idx = linear_sum_assignment(-sim)
+        for r, c in zip(r_idx, c_idx, strict=True):
+            if sim[r, c] >= threshold:
+                i, j = rows[r], cols[c]
+                results[i] = Match(
+                    speakers[i][0], characters[j][0], round(float(sim[r, c]), 4), False, "embedding"
+                )
+    out: list[Match] = []
+    for i, (label, embedding, _hint) in enumerate(speakers):
+        if i in results:
+            out.append(results[i])
+            continue
+        best = max((cosine(embedding, c[2]) for c in characters), default=0.0)
+        out.append(Match(label, None, round(best, 4), True, "none"))
+    return out
+
+
+def next_character_ids(existing: Iterable[str], count: int, prefix: str = "c") -> list[str]:
+    """`count` fresh ids after the highest existing `c0001`-style id."""
+    highest = 0
+    for cid in existing:
+        m = re.fullmatch(rf"{re.escape(prefix)}(\d+)", cid)
+        if m:
+            highest = max(highest, int(m.group(1)))
+    return [f"{prefix}{highest + k:04d}" for k in range(1, count + 1)]
+
+
+def choose_voice(
+    character_id: str,
+    character_index: int,
+    pinned: Mapping[str, Voice],
+    available_voices: Sequence[str],
+    gender_hint: str | None = None,
+    *,
+    engine: str = "piper",
+    speaker_counts: Mapping[str, int] | None = None,
+) -> Voice:
+    """The voice pinned in the cast file for `character_id`, else the deterministic `assign_voice`."""
+    if character_id in pinned:
+        return pinned[character_id]
+    return assign_voice(
+        character_index, gender_hint, available_voices, engine=engine, speaker_counts=speaker_counts
+    )

@@ -1,0 +1,379 @@
+"""Quality checks of a rendered dub: sync, fit, intelligibility, loudness.
+
+`build_report()` takes what the render produced (the `FitResult`s, the
+translation, the mix's loudness) and, optionally, a `transcribe(path) -> str`
+callable for the round-trip test (each dubbed clip transcribed and scored by
+WER against the translated line). Sync is the distance between the dub's
+audible onset and the source line's start: the onset is found by an energy
+threshold in the placed clip (or, when a rendered dub stem is given, in that
+stem around the line). The report has pass/fail checks, a Markdown rendering
+for people, and a timeline plot (source vs dub lines per speaker).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dubbing_assets.core.model import TranslatedLine
+from dubbing_assets.core.timing import FitResult
+
+#: Default limits; `build_report(thresholds=...)` overrides any of them.
+THRESHOLDS: dict[str, float] = {
+    "max_abs_sync_ms": 120.0,  # dub onset vs source line start
+    "max_overflow_s": 0.0,  # seconds past the next line's start, per line
+    "max_speed": 1.15 * 1.25,  # rate x stretch
+    "max_mean_wer": 0.35,  # round-trip ASR of the dub vs the translated text
+    "loudness_tolerance_lu": 1.0,
+    "max_true_peak_db": -1.0,
+    "max_clipped_samples": 0,
+}
+
+
+@dataclass
+class LineQA:
+    index: int
+    speaker: str
+    source_start: float
+    source_end: float
+    dub_start: float
+    dub_end: float
+    dub_onset: float | None
+    sync_offset_ms: float | None
+    rate: float
+    stretch: float
+    speed: float
+    borrowed_s: float
+    overflow_s: float
+    text: str
+    asr_text: str | None = None
+    wer: float | None = None
+
+
+@dataclass
+class Check:
+    name: str
+    passed: bool
+    value: float | None
+    limit: float | str | None
+    message: str
+
+
+@dataclass
+class QAReport:
+    lines: list[LineQA]
+    checks: list[Check]
+    loudness: dict[str, Any] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.checks)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["passed"] = self.passed
+        return data
+
+    def to_markdown(self, *, title: str = "Dub QA", plot_png: str | None = None) -> str:
+        verdict = "PASSED" if self.passed else "FAILED"
+        out = [f"# {title}: {verdict}", ""]
+        out += ["| check | result | value | limit | note |", "|---|---|---|---|---|"]
+        for c in self.checks:
+            value = "n/a" if c.value is None else f"{c.value:.3g}"
+            out.append(
+                f"| {c.name} | {'pass' if c.passed else '**FAIL**'} | {value} | {c.limit} | {c.message} |"
+            )
+        out += [
+            "",
+            "## Lines",
+            "",
+            "| # | speaker | source start | dub onset | sync ms | speed | borrowed s | overflow s | WER "
+            "| text |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for ln in self.lines:
+            sync = "n/a" if ln.sync_offset_ms is None else f"{ln.sync_offset_ms:+.0f}"
+            onset = "n/a" if ln.dub_onset is None else f"{ln.dub_onset:.3f}"
+            wer = "n/a" if ln.wer is None else f"{ln.wer:.2f}"
+            text = ln.text.replace("|", "/")
+            if ln.asr_text is not None:
+                text += f" <br>ASR: {ln.asr_text.replace('|', '/')}"
+            out.append(
+                f"| {ln.index} | {ln.speaker} | {ln.source_start:.3f} | {onset} | {sync} | {ln.speed:.3f} "
+                f"| {ln.borrowed_s:.2f} | {ln.overflow_s:.2f} | {wer} | {text} |"
+            )
+        if self.loudness:
+            out += ["", "## Loudness", ""]
+            out += [f"- {k}: {v}" for k, v in self.loudness.items()]
+        if plot_png:
+            out += ["", f"![timeline]({plot_png})"]
+        return "\n".join(out) + "\n"
+
+    def plot_timeline(self, out_png: Path | str, *, title: str = "Source vs dub") -> Path:
+        """A PNG with one row pair per speaker: source lines (grey) above dub lines (blue; red = overflow)."""
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+
+        speakers = list(dict.fromkeys(ln.speaker for ln in self.lines)) or ["-"]
+        fig, ax = plt.subplots(figsize=(10, 0.8 + 0.7 * len(speakers)), dpi=100)
+        try:
+            for row, spk in enumerate(speakers):
+                y = (len(speakers) - 1 - row) * 2
+                for ln in (x for x in self.lines if x.speaker == spk):
+                    ax.broken_barh(
+                        [(ln.source_start, ln.source_end - ln.source_start)],
+                        (y + 1.05, 0.8),
+                        facecolors="0.6",
+                    )
+                    colour = "tab:red" if ln.overflow_s > 0 else "tab:blue"
+                    ax.broken_barh(
+                        [(ln.dub_start, ln.dub_end - ln.dub_start)], (y + 0.15, 0.8), facecolors=colour
+                    )
+                    ax.text(ln.source_start, y + 1.45, str(ln.index), fontsize=7, va="center")
+            ax.set_yticks([(len(speakers) - 1 - r) * 2 + 1 for r in range(len(speakers))])
+            ax.set_yticklabels([f"{s}\nsource/dub" for s in speakers], fontsize=8)
+            ax.set_xlabel("seconds")
+            ax.set_title(title, fontsize=10)
+            ax.grid(axis="x", alpha=0.3)
+            fig.tight_layout()
+            out_png = Path(out_png)
+            out_png.parent.mkdir(parents=True, exist_ok=True)
+            fig.savefig(out_png)
+        finally:
+            plt.close(fig)
+        return out_png
+
+
+# --------------------------------------------------------------------------------------------
+# measurements
+
+
+def detect_onset(
+    audio: np.ndarray,
+    sample_rate: int,
+    *,
+    threshold_db: float = -40.0,
+    frame_s: float = 0.005,
+    relative_db: float | None = -30.0,
+) -> float | None:
+    """Seconds to the first frame whose RMS is above the threshold, or None if never.
+
+    The threshold is `threshold_db` dBFS, raised to `relative_db` below the
+    clip's loudest frame when that is higher (so a quiet background does not
+    trigger it).
+    """
+    audio = np.asarray(audio, dtype=np.float64)
+    if audio.ndim == 2:
+        audio = audio.mean(axis=1)
+    frame = max(1, int(frame_s * sample_rate))
+    count = audio.size // frame
+    if count == 0:
+        return None
+    rms = np.sqrt(np.mean(np.square(audio[: count * frame].reshape(count, frame)), axis=1))
+    level = 20 * np.log10(np.maximum(rms, 1e-12))
+    threshold = threshold_db
+    if relative_db is not None:
+        threshold = max(threshold, float(level.max()) + relative_db)
+    above = np.flatnonzero(level >= threshold)
+    if above.size == 0:
+        return None
+    # refine to the first sample above the threshold amplitude within that frame
+    first = int(above[0]) * frame
+    amp = 10 ** (threshold / 20)
+    inside = np.flatnonzero(np.abs(audio[first : first + frame]) >= amp)
+    return (first + (int(inside[0]) if inside.size else 0)) / sample_rate
+
+
+def _read(path: Path | str) -> tuple[np.ndarray, int]:
+    import soundfile as sf
+
+    audio, sample_rate = sf.read(str(path), dtype="float32", always_2d=True)
+    return audio.mean(axis=1), int(sample_rate)
+
+
+def _wer(ref: str, hyp: str) -> float:
+    try:
+        from dubbing_assets.core.metrics import wer
+    except ImportError:  # pragma: no cover - metrics ships with the project
+        r, h = ref.lower().split(), hyp.lower().split()
+        prev = list(range(len(h) + 1))
+        for i, a in enumerate(r, 1):
+            cur = [i] + [0] * len(h)
+            for j, b in enumerate(h, 1):
+                cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a != b))
+            prev = cur
+        return prev[-1] / len(r) if r else float(bool(h))
+    return float(wer(ref, hyp))
+
+
+def build_report(
+    fits: Sequence[FitResult],
+    lines: Sequence[TranslatedLine],
+    *,
+    loudness: Mapping[str, Any] | None = None,
+    target_lufs: float = -23.0,
+    transcribe: Callable[[Path], str] | None = None,
+    dub_stem: Path | str | None = None,
+    thresholds: Mapping[str, float] | None = None,
+) -> QAReport:
+    """Measure every line and the mix, and decide the checks.
+
+    `loudness` is the mix's measurement (`MixResult.to_dict()` or
+    `mix.measure_loudness(...)`: `integrated_lufs`, `true_peak_db`,
+    `clipped_samples`). `dub_stem`: the placed dub alone (mix(..., speech_wav=))
+    to find onsets in the rendered track instead of in the clips.
+    """
+    limits = {**THRESHOLDS, **(thresholds or {})}
+    by_index = {ln.index: ln for ln in lines}
+    stem: tuple[np.ndarray, int] | None = _read(dub_stem) if dub_stem is not None else None
+    out: list[LineQA] = []
+    previous_end = -math.inf
+    for fit in sorted(fits, key=lambda f: f.start):
+        line = by_index.get(fit.index)
+        text = line.text if line else ""
+        onset: float | None
+        if stem is not None:
+            audio, sr = stem
+            # search from 0.5 s before the line, but not inside the previous line (unless they overlap)
+            window_start = max(fit.start - 0.5, previous_end if previous_end <= fit.start else fit.start)
+            lo = max(0, int(window_start * sr))
+            hi = min(audio.size, int((fit.start + fit.duration) * sr))
+            rel = detect_onset(audio[lo:hi], sr)
+            onset = None if rel is None else lo / sr + rel
+        else:
+            audio, sr = _read(fit.path)
+            rel = detect_onset(audio, sr)
+            onset = None if rel is None else fit.start + rel
+        previous_end = max(previous_end, fit.start + fit.duration)
+        source_start = line.start if line else fit.start
+        asr_text = None
+        score = None
+        if transcribe is not None and text.strip():
+            asr_text = transcribe(Path(fit.path))
+            score = round(_wer(text, asr_text), 4)
+        out.append(
+            LineQA(
+                index=fit.index,
+                speaker=line.speaker if line else "?",
+                source_start=source_start,
+                source_end=line.end if line else fit.slot_end,
+                dub_start=fit.start,
+                dub_end=fit.start + fit.duration,
+                dub_onset=None if onset is None else round(onset, 4),
+                sync_offset_ms=None if onset is None else round((onset - source_start) * 1000, 1),
+                rate=fit.rate,
+                stretch=fit.stretch,
+                speed=round(fit.rate * fit.stretch, 4),
+                borrowed_s=fit.borrowed_s,
+                overflow_s=fit.overflow_s,
+                text=text,
+                asr_text=asr_text,
+                wer=score,
+            )
+        )
+
+    checks: list[Check] = []
+    offsets = [abs(ln.sync_offset_ms) for ln in out if ln.sync_offset_ms is not None]
+    missing = [ln.index for ln in out if ln.dub_onset is None]
+    worst = max(offsets) if offsets else None
+    checks.append(
+        Check(
+            "sync",
+            not missing and (worst is None or worst <= limits["max_abs_sync_ms"]),
+            worst,
+            limits["max_abs_sync_ms"],
+            f"largest |dub onset - source start| in ms; silent lines: {missing or 'none'}",
+        )
+    )
+    overflow = max((ln.overflow_s for ln in out), default=0.0)
+    over_lines = [ln.index for ln in out if ln.overflow_s > limits["max_overflow_s"]]
+    checks.append(
+        Check(
+            "overflow",
+            not over_lines,
+            overflow,
+            limits["max_overflow_s"],
+            f"lines running into the next line: {over_lines or 'none'}",
+        )
+    )
+    speed = max((ln.speed for ln in out), default=1.0)
+    checks.append(
+        Check(
+            "speed",
+            speed <= limits["max_speed"] + 1e-6,
+            speed,
+            round(limits["max_speed"], 4),
+            "largest rate x stretch",
+        )
+    )
+    wers = [ln.wer for ln in out if ln.wer is not None]
+    if wers:
+        mean_wer = float(np.mean(wers))
+        checks.append(
+            Check(
+                "intelligibility",
+                mean_wer <= limits["max_mean_wer"],
+                round(mean_wer, 4),
+                limits["max_mean_wer"],
+                "mean WER of ASR on each dub line vs the translated line",
+            )
+        )
+    loud = dict(loudness or {})
+    if loud:
+        lufs = float(loud.get("integrated_lufs", math.nan))
+        peak = float(loud.get("true_peak_db", math.nan))
+        clipped = int(loud.get("clipped_samples", 0))
+        tol = limits["loudness_tolerance_lu"]
+        checks.append(
+            Check(
+                "loudness",
+                math.isfinite(lufs) and abs(lufs - target_lufs) <= tol,
+                lufs,
+                f"{target_lufs} ± {tol}",
+                "integrated loudness (LUFS)",
+            )
+        )
+        checks.append(
+            Check(
+                "true_peak",
+                math.isfinite(peak) and peak <= limits["max_true_peak_db"],
+                peak,
+                limits["max_true_peak_db"],
+                "true peak (dBTP, 4x oversampled)",
+            )
+        )
+        checks.append(
+            Check(
+                "clipping",
+                clipped <= limits["max_clipped_samples"],
+                float(clipped),
+                limits["max_clipped_samples"],
+                "samples at or above full scale",
+            )
+        )
+    summary = {
+        "lines": len(out),
+        "max_abs_sync_ms": worst,
+        "mean_abs_sync_ms": round(float(np.mean(offsets)), 1) if offsets else None,
+        "overflow_lines": len(over_lines),
+        "overflow_s_total": round(sum(ln.overflow_s for ln in out), 3),
+        "rate_changed_lines": sum(1 for ln in out if ln.rate > 1.0),
+        "stretched_lines": sum(1 for ln in out if ln.stretch > 1.0),
+        "borrowed_lines": sum(1 for ln in out if ln.borrowed_s > 0),
+        "max_speed": speed,
+        "mean_wer": round(float(np.mean(wers)), 4) if wers else None,
+        "integrated_lufs": loud.get("integrated_lufs"),
+        "true_peak_db": loud.get("true_peak_db"),
+        "clipped_samples": loud.get("clipped_samples"),
+    }
+    report = QAReport(lines=out, checks=checks, loudness=loud, summary=summary)
+    report.summary["passed"] = report.passed
+    return report

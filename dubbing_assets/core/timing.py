@@ -1,0 +1,357 @@
+"""Timing fit: put each dubbed line where the source line was, without cutting speech.
+
+Every line starts at its source start. Its *slot* runs from there to the
+source line's end; the silence after it, up to the next line's start (or the
+end of the media), may be borrowed. When the synthesized line is longer than
+its slot, in this order:
+
+1. ask the engine to speak faster (up to `max_rate`, default 1.15);
+2. time-stretch with the pitch kept (Rubber Band through pedalboard), up to
+   `max_stretch` (default 1.25) on top of the rate;
+3. borrow the silence after the slot, up to the next line's start;
+4. only then record an overflow (seconds past the next line's start).
+
+Speech is never dropped or cut: an overflowing line is placed whole and the
+overflow is reported (QA flags it). Leading and trailing silence of the
+synthesized audio is trimmed first (speech itself never is), so the audible
+onset sits on the source start.
+
+`LineCache` keeps synthesized lines by a hash of everything that shapes the
+audio (text, voice, engine, engine version, rate): editing one line of a
+transcript re-synthesizes that line only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dubbing_assets.core.model import TranslatedLine, Voice
+from dubbing_assets.core.tts import SynthResult, TTSEngine, write_wav_atomic
+
+#: A synthesizer callback: (rate, out_wav) -> SynthResult.
+Synthesizer = Callable[[float, Path], SynthResult]
+
+#: Silence kept at each end of a trimmed clip (seconds).
+EDGE_PAD_S = 0.01
+#: Level below which the edges of a synthesized clip count as silence (dBFS).
+SILENCE_DB = -40.0
+
+
+@dataclass
+class FitResult:
+    """Where and how one dubbed line was placed (seconds on the media timeline)."""
+
+    index: int
+    start: float
+    duration: float
+    rate: float
+    stretch: float
+    borrowed_s: float
+    overflow_s: float
+    path: str
+    slot_end: float = 0.0
+    limit: float = 0.0
+    natural_duration: float = 0.0
+    sample_rate: int = 0
+    cache_hits: int = 0
+    #: Syntheses this line needed that were not cached (0: the line came wholly from the cache).
+    cache_misses: int = 0
+
+    @property
+    def end(self) -> float:
+        return self.start + self.duration
+
+    @property
+    def speed(self) -> float:
+        """Total speed-up against the voice's natural pace (rate times stretch)."""
+        return self.rate * self.stretch
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FitResult:
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+
+# --------------------------------------------------------------------------------------------
+# audio helpers
+
+
+def _read_mono(path: Path) -> tuple[np.ndarray, int]:
+    import soundfile as sf
+
+    audio, sample_rate = sf.read(str(path), dtype="float32", always_2d=True)
+    return audio.mean(axis=1), int(sample_rate)
+
+
+def speech_bounds(
+    audio: np.ndarray, sample_rate: int, *, threshold_db: float = SILENCE_DB, frame_s: float = 0.005
+) -> tuple[int, int] | None:
+    """First and last sample (end exclusive) of the frames whose peak is above `threshold_db` dBFS."""
+    if audio.size == 0:
+        return None
+    frame = max(1, int(frame_s * sample_rate))
+    count = int(np.ceil(audio.size / frame))
+    padded = np.zeros(count * frame, dtype=np.float32)
+    padded[: audio.size] = np.abs(audio)
+    peaks = padded.reshape(count, frame).max(axis=1)
+    loud = np.flatnonzero(peaks >= 10 ** (threshold_db / 20))
+    if loud.size == 0:
+        return None
+    return int(loud[0] * frame), int(min(audio.size, (loud[-1] + 1) * frame))
+
+
+def trim_silence(
+    audio: np.ndarray, sample_rate: int, *, pad_s: float = EDGE_PAD_S, threshold_db: float = SILENCE_DB
+) -> np.ndarray:
+    """Drop leading and trailing silence (never anything above `threshold_db`), keeping `pad_s`."""
+    bounds = speech_bounds(audio, sample_rate, threshold_db=threshold_db)
+    if bounds is None:
+        return audio
+    pad = int(pad_s * sample_rate)
+    return audio[max(0, bounds[0] - pad) : min(audio.size, bounds[1] + pad)]
+
+
+def stretch_audio(audio: np.ndarray, sample_rate: int, factor: float) -> np.ndarray:
+    """Make `audio` `factor` times faster (shorter), pitch and formants kept (Rubber Band)."""
+    if abs(factor - 1.0) < 1e-4 or audio.size == 0:
+        return audio
+    import pedalboard
+
+    out = pedalboard.time_stretch(
+        np.asarray(audio, dtype=np.float32).reshape(1, -1),
+        float(sample_rate),
+        stretch_factor=float(factor),
+        pitch_shift_in_semitones=0.0,
+    )
+    return np.asarray(out[0], dtype=np.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# the fit
+
+
+def line_slots(
+    starts_ends: Sequence[tuple[float, float]], media_end: float
+) -> list[tuple[float, float, float]]:
+    """(start, slot_end, limit) per line: its source span and the next line's start (or media end)."""
+    order = sorted(range(len(starts_ends)), key=lambda i: starts_ends[i][0])
+    out: list[tuple[float, float, float]] = [(0.0, 0.0, 0.0)] * len(starts_ends)
+    for pos, i in enumerate(order):
+        start, end = starts_ends[i]
+        limit = starts_ends[order[pos + 1]][0] if pos + 1 < len(order) else max(media_end, end)
+        limit = max(limit, start)
+        out[i] = (start, min(max(end, start), limit), limit)
+    return out
+
+
+def fit_line(
+    index: int,
+    start: float,
+    slot_end: float,
+    limit: float,
+    synthesize: Synthesizer,
+    out_wav: Path,
+    *,
+    max_rate: float = 1.15,
+    max_stretch: float = 1.25,
+    work_dir: Path | None = None,
+) -> FitResult:
+    """Synthesize one line and fit it into [start, slot_end], borrowing up to `limit`.
+
+    `synthesize(rate, wav)` makes the raw line at a speaking rate (cache it:
+    see `cached_synthesizer`). The placed clip (trimmed, maybe stretched) is
+    written to `out_wav`; the returned `FitResult` says what was needed.
+    """
+    out_wav = Path(out_wav)
+    slot = max(0.0, slot_end - start)
+    room = max(slot, limit - start)
+    tmp_root = Path(work_dir) if work_dir is not None else out_wav.parent
+    tmp_root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".fit-", dir=tmp_root) as tmp:
+
+        def render(rate: float) -> tuple[np.ndarray, int]:
+            result = synthesize(rate, Path(tmp) / f"raw-{rate:.3f}.wav")
+            audio, sample_rate = _read_mono(result.path)
+            return trim_silence(audio, sample_rate), sample_rate
+
+        rate = 1.0
+        audio, sample_rate = render(rate)
+        natural = audio.size / sample_rate
+        duration = natural
+        # 1. speak faster (two tries: the engine's duration is not exactly proportional to rate)
+        for _ in range(2):
+            if duration <= slot + 1e-3 or rate >= max_rate - 1e-6 or slot <= 0:
+                break
+            rate = round(min(max_rate, rate * duration / slot + 0.005), 3)
+            audio, sample_rate = render(rate)
+            duration = audio.size / sample_rate
+        # 2. stretch, pitch kept
+        stretch = 1.0
+        if duration > slot + 1e-3 and slot > 0:
+            stretch = round(min(max_stretch, duration / slot), 4)
+            audio = stretch_audio(audio, sample_rate, stretch)
+            duration = audio.size / sample_rate
+        elif duration > slot + 1e-3:  # a zero-length slot: squeeze as much as allowed
+            stretch = max_stretch
+            audio = stretch_audio(audio, sample_rate, stretch)
+            duration = audio.size / sample_rate
+        # 3. borrow the silence after the slot; 4. what is left is overflow
+        borrowed = min(max(0.0, duration - slot), max(0.0, room - slot))
+        overflow = max(0.0, duration - room)
+        write_wav_atomic(out_wav, audio, sample_rate)
+    return FitResult(
+        index=index,
+        start=float(start),
+        duration=round(duration, 4),
+        rate=rate,
+        stretch=stretch,
+        borrowed_s=round(borrowed, 4),
+        overflow_s=round(overflow, 4),
+        path=str(out_wav),
+        slot_end=float(slot_end),
+        limit=float(limit),
+        natural_duration=round(natural, 4),
+        sample_rate=sample_rate,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# the per-line cache
+
+
+def line_key(text: str, voice: Voice, engine: str, engine_version: str, rate: float) -> str:
+    """sha256 of everything that shapes one synthesized line."""
+    payload = {
+        "text": text,
+        "voice": asdict(voice),
+        "engine": engine,
+        "engine_version": engine_version,
+        "rate": round(float(rate), 3),
+    }
+    return hashlib.sha256(
+        json.dumps(payload, sort_keys=True, ensure_ascii=False, default=str).encode()
+    ).hexdigest()
+
+
+@dataclass
+class LineCache:
+    """Synthesized lines on disk, by `line_key`; counts hits and misses."""
+
+    folder: Path
+    hits: int = 0
+    misses: int = 0
+    keys_used: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.folder = Path(self.folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def path_for(self, key: str) -> Path:
+        if len(key) != 64 or any(c not in "0123456789abcdef" for c in key):
+            raise ValueError(f"not a line key: {key!r}")
+        return self.folder / key[:2] / f"{key}.wav"
+
+    def get(self, key: str) -> Path | None:
+        path = self.path_for(key)
+        return path if path.is_file() else None
+
+    def fetch(
+        self, key: str, produce: Callable[[Path], SynthResult], out_wav: Path | None = None
+    ) -> SynthResult:
+        """The cached line for `key`, made with `produce(path)` on a miss; copied to `out_wav` if given."""
+        self.keys_used.append(key)
+        path = self.path_for(key)
+        if path.is_file():
+            self.hits += 1
+        else:
+            self.misses += 1
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.stem}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp.wav")
+            try:
+                produce(tmp)
+                os.replace(tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)
+        import soundfile as sf
+
+        info = sf.info(str(path))
+        target = path
+        if out_wav is not None and Path(out_wav) != path:
+            Path(out_wav).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, out_wav)
+            target = Path(out_wav)
+        return SynthResult(target, info.frames / info.samplerate, int(info.samplerate))
+
+    @property
+    def stats(self) -> dict[str, int]:
+        return {"hits": self.hits, "misses": self.misses}
+
+
+def cached_synthesizer(engine: TTSEngine, text: str, voice: Voice, cache: LineCache | None) -> Synthesizer:
+    """A `Synthesizer` for one line that goes through `cache` (when given)."""
+
+    def synthesize(rate: float, out_wav: Path) -> SynthResult:
+        if cache is None:
+            return engine.synthesize(text, voice, out_wav, rate=rate)
+        key = line_key(text, voice, engine.name, engine.version, rate)
+        return cache.fetch(key, lambda p: engine.synthesize(text, voice, p, rate=rate))
+
+    return synthesize
+
+
+def fit_lines(
+    lines: Sequence[TranslatedLine],
+    voices: Mapping[str, Voice],
+    engine: TTSEngine,
+    out_dir: Path,
+    *,
+    media_end: float,
+    cache: LineCache | None = None,
+    max_rate: float = 1.15,
+    max_stretch: float = 1.25,
+    default_voice: Voice | None = None,
+) -> list[FitResult]:
+    """Synthesize and fit every translated line; clips go to `out_dir/line-<index>.wav`.
+
+    `voices` maps a speaker label to its `Voice` (`default_voice` for the rest).
+    Lines with empty text are skipped.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    slots = line_slots([(ln.start, ln.end) for ln in lines], media_end)
+    results: list[FitResult] = []
+    for line, (start, slot_end, limit) in zip(lines, slots, strict=True):
+        if not line.text.strip():
+            continue
+        voice = voices.get(line.speaker, default_voice)
+        if voice is None:
+            raise KeyError(f"No voice for speaker {line.speaker!r} (line {line.index}) and no default voice.")
+        hits_before = cache.hits if cache is not None else 0
+        misses_before = cache.misses if cache is not None else 0
+        result = fit_line(
+            line.index,
+            start,
+            slot_end,
+            limit,
+            cached_synthesizer(engine, line.text, voice, cache),
+            out_dir / f"line-{line.index:05d}.wav",
+            max_rate=max_rate,
+            max_stretch=max_stretch,
+        )
+        result.cache_hits = (cache.hits - hits_before) if cache is not None else 0
+        result.cache_misses = (cache.misses - misses_before) if cache is not None else 0
+        results.append(result)
+    return results

@@ -1,0 +1,157 @@
+"""QA: sync offsets, overflow, speed, round-trip intelligibility, loudness; Markdown and timeline plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from dubbing_assets.core.mix import mix
+from dubbing_assets.core.model import TranslatedLine
+from dubbing_assets.core.qa import build_report, detect_onset
+from dubbing_assets.core.timing import FitResult
+
+SR = 22050
+
+
+def clip(path: Path, lead_s: float, speech_s: float) -> Path:
+    t = np.arange(int(speech_s * SR)) / SR
+    audio = np.concatenate([np.zeros(int(lead_s * SR)), 0.4 * np.sin(2 * np.pi * 150 * t)]).astype(np.float32)
+    sf.write(path, audio, SR)
+    return path
+
+
+def lines() -> list[TranslatedLine]:
+    return [
+        TranslatedLine(0, 1.0, 3.0, "Aiko", "おはよう。", "Morning. You're pretty early today."),
+        TranslatedLine(1, 4.0, 6.0, "Kenji", "うん。", "Yeah, I stopped by the bakery."),
+        TranslatedLine(2, 6.5, 8.0, "Aiko", "いいな。", "Lucky you."),
+    ]
+
+
+def fits(tmp_path: Path, overflow: float = 0.0) -> list[FitResult]:
+    return [
+        FitResult(
+            0,
+            1.0,
+            1.8,
+            1.0,
+            1.0,
+            0.0,
+            0.0,
+            str(clip(tmp_path / "0.wav", 0.01, 1.79)),
+            slot_end=3.0,
+            limit=4.0,
+        ),
+        FitResult(
+            1,
+            4.0,
+            2.3,
+            1.15,
+            1.1,
+            0.3,
+            0.0,
+            str(clip(tmp_path / "1.wav", 0.05, 2.25)),
+            slot_end=6.0,
+            limit=6.5,
+        ),
+        FitResult(
+            2,
+            6.5,
+            1.2 + overflow,
+            1.0,
+            1.0,
+            0.0,
+            overflow,
+            str(clip(tmp_path / "2.wav", 0.0, 1.2 + overflow)),
+            slot_end=8.0,
+            limit=8.0,
+        ),
+    ]
+
+
+def test_detect_onset() -> None:
+    audio = np.concatenate([np.zeros(2205), 0.001 * np.ones(2205), 0.3 * np.ones(2205)])
+    assert detect_onset(audio, SR) == pytest.approx(0.2, abs=0.006)
+    assert detect_onset(np.zeros(1000), SR) is None
+
+
+def test_report_passes_and_renders(tmp_path: Path) -> None:
+    heard = {
+        "0.wav": "Morning, you're pretty early today.",
+        "1.wav": "Yeah, I stopped by the bakery.",
+        "2.wav": "Lucky you.",
+    }
+    report = build_report(
+        fits(tmp_path),
+        lines(),
+        transcribe=lambda p: heard[p.name],
+        loudness={"integrated_lufs": -23.1, "true_peak_db": -2.0, "clipped_samples": 0},
+    )
+    assert report.passed, report.to_markdown()
+    sync = {ln.index: ln.sync_offset_ms for ln in report.lines}
+    assert sync[0] == pytest.approx(10, abs=6) and sync[1] == pytest.approx(50, abs=6) and abs(sync[2]) < 6
+    assert [ln.wer for ln in report.lines] == [0.0, 0.0, 0.0]
+    assert report.summary["max_speed"] == pytest.approx(1.265) and report.summary["borrowed_lines"] == 1
+    md = report.to_markdown(plot_png="timeline.png")
+    assert md.startswith("# Dub QA: PASSED") and "| sync | pass |" in md and "![timeline](timeline.png)" in md
+    png = report.plot_timeline(tmp_path / "timeline.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    assert report.to_dict()["passed"] is True
+
+
+def test_report_fails_on_overflow_loudness_peak_and_asr(tmp_path: Path) -> None:
+    report = build_report(
+        fits(tmp_path, overflow=0.4),
+        lines(),
+        transcribe=lambda p: "something else entirely",
+        loudness={"integrated_lufs": -20.5, "true_peak_db": -0.5, "clipped_samples": 3},
+    )
+    failed = {c.name for c in report.checks if not c.passed}
+    assert failed == {"overflow", "intelligibility", "loudness", "true_peak", "clipping"}
+    assert not report.passed and "**FAIL**" in report.to_markdown()
+    report.plot_timeline(tmp_path / "t.png")
+
+
+def test_sync_measured_in_the_rendered_dub_stem(tmp_path: Path) -> None:
+    f = fits(tmp_path)
+    bg = tmp_path / "bg.wav"
+    t = np.arange(10 * 48000) / 48000
+    sf.write(bg, np.stack([0.02 * np.sin(2 * np.pi * 330 * t)] * 2, axis=1).astype(np.float32), 48000)
+    result = mix(
+        bg, [(x.start, Path(x.path)) for x in f], tmp_path / "mix.wav", speech_wav=tmp_path / "speech.wav"
+    )
+    report = build_report(f, lines(), loudness=result.to_dict(), dub_stem=result.speech_path)
+    sync = {ln.index: ln.sync_offset_ms for ln in report.lines}
+    assert sync[0] == pytest.approx(10, abs=6) and sync[1] == pytest.approx(50, abs=6) and abs(sync[2]) < 6
+    assert report.passed
+
+
+@pytest.mark.slow
+def test_round_trip_intelligibility_with_real_asr(tmp_path: Path) -> None:
+    from dubbing_assets.core.asr import Transcriber
+    from dubbing_assets.core.media import load_audio_mono16k
+    from dubbing_assets.core.model import Voice
+    from dubbing_assets.core.models import ModelRegistry
+    from dubbing_assets.core.timing import fit_lines
+    from dubbing_assets.core.tts import PiperEngine
+
+    asr = Transcriber("whisper-tiny.en", registry=ModelRegistry(cache_dir=tmp_path / "models"), device="cpu")
+    engine = PiperEngine()
+    tl = lines()[:2]
+    placed = fit_lines(
+        tl,
+        {
+            "Aiko": Voice("piper", "en_US-joe-medium"),
+            "Kenji": Voice("piper", "en_US-joe-medium", pitch_semitones=-4, length_scale=1.05),
+        },
+        engine,
+        tmp_path / "clips",
+        media_end=8.0,
+    )
+    report = build_report(placed, tl, transcribe=lambda p: asr.text(load_audio_mono16k(p), language="en"))
+    print({ln.index: (ln.asr_text, ln.wer, ln.sync_offset_ms) for ln in report.lines})
+    assert report.summary["mean_wer"] <= 0.35
+    assert report.summary["max_abs_sync_ms"] < 50

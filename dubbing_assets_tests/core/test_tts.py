@@ -1,0 +1,159 @@
+"""TTS engines: Piper synthesizes with the packaged voice; assigned voices sound like different people."""
+
+from __future__ import annotations
+
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from dubbing_assets.core import tts
+from dubbing_assets.core.model import Voice
+from dubbing_assets.core.tts import (
+    EspeakEngine,
+    PiperEngine,
+    SynthResult,
+    TTSEngine,
+    assign_voice,
+    get_engine,
+    register_engine,
+)
+from dubbing_assets.errors import ConfigError, ToolNotFoundError
+
+
+@pytest.fixture(scope="module")
+def piper() -> PiperEngine:
+    return PiperEngine()
+
+
+def test_piper_engine_loads_lazily_and_lists_the_packaged_voice() -> None:
+    engine = get_engine("piper")
+    assert isinstance(engine, TTSEngine)
+    assert engine.voices() == [tts.DEFAULT_PIPER_VOICE]
+    assert engine._loaded == {}  # nothing loaded until the first line
+    assert engine.version == PiperEngine().version and "piper-tts" in engine.version
+
+
+def test_piper_synthesizes_and_rate_speeds_it_up(piper: PiperEngine, tmp_path: Path) -> None:
+    voice = assign_voice(0, None, piper.voices())
+    text = "Yeah, I stopped by the bakery in front of the station."
+    normal = piper.synthesize(text, voice, tmp_path / "normal.wav")
+    fast = piper.synthesize(text, voice, tmp_path / "fast.wav", rate=1.3)
+    assert isinstance(normal, SynthResult) and normal.sample_rate == 22050
+    audio, sr = sf.read(normal.path)
+    assert sr == 22050 and audio.ndim == 1
+    assert normal.duration_s == pytest.approx(len(audio) / sr)
+    assert 2.0 < normal.duration_s < 6.0
+    assert 0.02 < float(np.sqrt(np.mean(audio**2))) < 0.5  # real speech, peak-normalised
+    assert fast.duration_s < normal.duration_s / 1.15
+    # the voice is loaded once per engine instance
+    piper.synthesize("Again.", voice, tmp_path / "again.wav")
+    assert list(piper._loaded) == [tts.DEFAULT_PIPER_VOICE]
+
+
+def test_pitch_shift_changes_the_voice_not_the_length(piper: PiperEngine, tmp_path: Path) -> None:
+    text = "Two melon buns. You can have one."
+    base = piper.synthesize(text, Voice("piper", tts.DEFAULT_PIPER_VOICE), tmp_path / "a.wav")
+    low = piper.synthesize(
+        text, Voice("piper", tts.DEFAULT_PIPER_VOICE, pitch_semitones=-4), tmp_path / "b.wav"
+    )
+    assert low.duration_s == pytest.approx(base.duration_s, rel=0.06)  # Piper varies a little per run
+
+    def centroid(path: Path) -> float:
+        x, sr = sf.read(path)
+        spec = np.abs(np.fft.rfft(x))
+        freqs = np.fft.rfftfreq(len(x), 1 / sr)
+        return float((spec * freqs).sum() / spec.sum())
+
+    assert centroid(low.path) < centroid(base.path) * 0.92
+
+
+def test_assigned_voices_separate_in_speaker_embedding_space(piper: PiperEngine, tmp_path: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from resemblyzer import VoiceEncoder, preprocess_wav
+
+        encoder = VoiceEncoder("cpu", verbose=False)
+    lines = ["Morning. You're pretty early today.", "Lucky you. What did you get?"]
+    emb: dict[tuple[int, int], np.ndarray] = {}
+    for character in (0, 1):
+        voice = assign_voice(character, None, piper.voices())
+        for n, text in enumerate(lines):
+            result = piper.synthesize(text, voice, tmp_path / f"c{character}-{n}.wav")
+            emb[(character, n)] = encoder.embed_utterance(preprocess_wav(result.path))
+    same = [float(emb[(c, 0)] @ emb[(c, 1)]) for c in (0, 1)]
+    between = [float(emb[(0, a)] @ emb[(1, b)]) for a in (0, 1) for b in (0, 1)]
+    print(f"resemblyzer cosine: same character {same}, between characters {between}")
+    assert max(between) < min(same)
+    assert np.mean(same) - np.mean(between) > 0.1
+
+
+def test_assign_voice_is_deterministic_and_distinct() -> None:
+    voices = ["en_US-joe-medium"]
+    first = [assign_voice(i, None, voices) for i in range(8)]
+    again = [assign_voice(i, None, voices) for i in range(8)]
+    assert first == again
+    assert first[0].pitch_semitones == 0 and first[0].length_scale == 1.0
+    assert first[1].pitch_semitones == -4 and first[1].length_scale == pytest.approx(1.05)
+    assert first[2].pitch_semitones > 0
+    assert len({(v.pitch_semitones, v.length_scale) for v in first}) == 8
+    female = [assign_voice(i, "female", voices) for i in range(4)]
+    assert all(v.pitch_semitones > 0 for v in female)
+    assert all(v.pitch_semitones <= 0 for v in (assign_voice(i, "male", voices) for i in range(4)))
+    # several installed voices: characters go through the voices first
+    two = [assign_voice(i, None, ["a", "b"]) for i in range(4)]
+    assert [v.voice for v in two] == ["a", "b", "a", "b"]
+    assert (two[0].pitch_semitones, two[1].pitch_semitones) == (0, 0) and two[2].pitch_semitones == -4
+    # a multi-speaker voice: speaker ids first, then pitch/length variants
+    multi = [assign_voice(i, None, ["libritts"], speaker_counts={"libritts": 3}) for i in range(4)]
+    assert [(v.speaker_id, v.pitch_semitones) for v in multi] == [(0, 0), (1, 0), (2, 0), (0, -4)]
+    assert PiperEngine().speaker_counts() == {"en_US-joe-medium": 1}
+    with pytest.raises(ValueError):
+        assign_voice(-1, None, voices)
+
+
+def test_registry_and_unknown_engine(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="Unknown TTS engine"):
+        get_engine("nope")
+
+    class Silent:
+        name = "silent"
+        version = "1"
+
+        def voices(self) -> list[str]:
+            return ["x"]
+
+        def synthesize(self, text: str, voice: Voice, out_wav: Path, *, rate: float = 1.0) -> SynthResult:
+            sf.write(out_wav, np.zeros(1000, dtype=np.float32), 16000)
+            return SynthResult(Path(out_wav), 1000 / 16000, 16000)
+
+    register_engine("silent", Silent)
+    try:
+        engine = get_engine("silent")
+        assert isinstance(engine, TTSEngine)
+        assert engine.synthesize("x", Voice("silent", "x"), tmp_path / "s.wav").duration_s == 0.0625
+    finally:
+        tts.ENGINES.pop("silent")
+
+
+def test_unknown_piper_voice_is_a_config_error(piper: PiperEngine, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not installed"):
+        piper.synthesize("Hi.", Voice("piper", "en_GB-nobody-low"), tmp_path / "x.wav")
+
+
+def test_espeak_missing_is_a_clear_tool_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(ToolNotFoundError, match="espeak-ng"):
+        get_engine("espeak")
+
+
+@pytest.mark.skipif(
+    not (shutil.which("espeak-ng") or shutil.which("espeak")), reason="espeak-ng not installed"
+)
+def test_espeak_synthesizes(tmp_path: Path) -> None:
+    engine = EspeakEngine()
+    result = engine.synthesize("Hello there.", Voice("espeak", "en-us"), tmp_path / "e.wav", rate=1.2)
+    assert result.duration_s > 0.3
