@@ -1,0 +1,413 @@
+"""Dialogue/background separation and voice activity detection.
+
+The dub replaces the dialogue but must keep the music and effects, so the
+source audio is split into two stems. Two engines share one protocol:
+
+* `SignalSeparator` (low mode, CPU, no model): uses where mixers put dialogue.
+  See its docstring for the method and its limits.
+* `DemucsSeparator` (high mode): the Demucs neural separator, "vocals" as
+  dialogue and the other stems summed as background.
+
+`vad_segments` (Silero VAD, shipped in the silero-vad package) finds speech;
+the separators, ASR refinement and diarization all use it.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from dubbing_assets.errors import EngineError, MediaError, ModelNotFoundError
+
+VAD_RATE = 16000
+
+
+@runtime_checkable
+class Separator(Protocol):
+    """Splits a WAV into (dialogue, background) WAVs in ``out_dir``."""
+
+    def separate(self, in_wav: str | Path, out_dir: str | Path) -> tuple[Path, Path]: ...
+
+
+# -- VAD --------------------------------------------------------------------
+
+@lru_cache(maxsize=1)
+def _silero() -> Any:
+    """Load the Silero VAD model once per process (it ships inside the package)."""
+    try:
+        from silero_vad import load_silero_vad
+    except ImportError as exc:
+        raise ModelNotFoundError("Silero VAD is not installed; `pip install silero-vad`.") from exc
+    return load_silero_vad()
+
+
+def _as_mono16k(wav: str | Path | np.ndarray) -> np.ndarray:
+    if isinstance(wav, np.ndarray):
+        audio = wav.astype(np.float32, copy=False)
+        return audio.mean(axis=1) if audio.ndim == 2 else audio
+    from dubbing_assets.core.media import load_audio_mono16k
+
+    return load_audio_mono16k(wav)
+
+
+def vad_segments(wav: str | Path | np.ndarray, *, threshold: float = 0.5, min_speech_s: float = 0.25,
+                 min_silence_s: float = 0.1, pad_s: float = 0.03,
+                 backend: str = "auto") -> list[tuple[float, float]]:
+    """Speech regions ``[(start_s, end_s), ...]`` found by Silero VAD.
+
+    ``wav`` is a media/WAV path (decoded to 16 kHz mono) or a float array
+    already at 16 kHz. The defaults are Silero's own; callers that need
+    whole phrases (not syllables) raise ``min_silence_s``. ``backend``:
+    "onnx" runs the Silero ONNX model that faster-whisper ships (about 50x
+    faster on CPU than the TorchScript one, no torch needed), "torch" the
+    silero-vad package; "auto" takes onnx when faster-whisper is installed.
+    """
+    audio = _as_mono16k(wav)
+    if audio.size == 0:
+        return []
+    if backend == "auto":
+        from importlib.util import find_spec
+
+        backend = "onnx" if find_spec("faster_whisper") is not None else "torch"
+    if backend == "onnx":
+        from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+        stamps = get_speech_timestamps(np.ascontiguousarray(audio), VadOptions(
+            threshold=threshold, min_speech_duration_ms=int(min_speech_s * 1000),
+            min_silence_duration_ms=int(min_silence_s * 1000), speech_pad_ms=int(pad_s * 1000)))
+    elif backend == "torch":
+        import torch
+        from silero_vad import get_speech_timestamps as silero_timestamps
+
+        with torch.no_grad():
+            stamps = silero_timestamps(
+                torch.from_numpy(np.ascontiguousarray(audio)), _silero(), threshold=threshold,
+                sampling_rate=VAD_RATE, min_speech_duration_ms=int(min_speech_s * 1000),
+                min_silence_duration_ms=int(min_silence_s * 1000), speech_pad_ms=int(pad_s * 1000),
+            )
+    else:
+        raise ValueError(f"Unknown VAD backend {backend!r}; use 'auto', 'onnx' or 'torch'.")
+    return [(s["start"] / VAD_RATE, s["end"] / VAD_RATE) for s in stamps]
+
+
+def speech_gate(segments: list[tuple[float, float]], n_samples: int, sample_rate: int, *,
+                pad_s: float = 0.08, ramp_s: float = 0.03) -> np.ndarray:
+    """A 0..1 gain curve: 1 inside (padded) speech, 0 outside, raised-cosine ramps between.
+
+    Smooth ramps avoid clicks where the stems switch; the padding keeps word
+    onsets and tails that the VAD trims.
+    """
+    gate = np.zeros(n_samples, dtype=np.float32)
+    for start, end in segments:
+        a = max(0, int((start - pad_s) * sample_rate))
+        b = min(n_samples, int(np.ceil((end + pad_s) * sample_rate)))
+        if b > a:
+            gate[a:b] = 1.0
+    ramp = int(ramp_s * sample_rate)
+    if ramp > 1 and gate.any():
+        kernel = np.hanning(2 * ramp + 1).astype(np.float32)
+        kernel /= kernel.sum()
+        gate = np.convolve(gate, kernel, mode="same").astype(np.float32)
+        np.clip(gate, 0.0, 1.0, out=gate)
+    return gate
+
+
+# -- low mode ---------------------------------------------------------------
+
+_DEFAULT_LAYOUTS = {1: ("mono", ["FC"]), 2: ("stereo", ["FL", "FR"]),
+                    6: ("5.1", ["FL", "FR", "FC", "LFE", "BL", "BR"]),
+                    8: ("7.1", ["FL", "FR", "FC", "LFE", "BL", "BR", "SL", "SR"])}
+
+
+def _read(in_wav: Path) -> tuple[np.ndarray, int, str | None, list[str]]:
+    """(samples [n, channels], rate, layout name, channel names) of a WAV.
+
+    A WAV without a channel mask (libsndfile writes none) gets the usual
+    layout for its channel count, as ffmpeg assumes too.
+    """
+    import soundfile as sf
+
+    try:
+        data, rate = sf.read(str(in_wav), dtype="float32", always_2d=True)
+    except Exception as exc:  # noqa: BLE001 - libsndfile raises its own types
+        raise MediaError(f"{in_wav.name} is not a readable WAV file ({exc}); "
+                         "extract the audio first.") from exc
+    layout_name: str | None = None
+    names: list[str] = []
+    try:
+        import av
+
+        with av.open(str(in_wav)) as container:
+            layout = container.streams.audio[0].codec_context.layout
+            if layout is not None:
+                layout_name, names = layout.name, [ch.name for ch in layout.channels]
+    except Exception:  # noqa: BLE001 - fall back on the channel count
+        names = []
+    known = len(names) == data.shape[1] and all(n and n.upper() not in ("NONE", "UNK") and not
+                                                n.upper().startswith("USR") for n in names)
+    if not known:
+        layout_name, names = _DEFAULT_LAYOUTS.get(data.shape[1], (None, []))
+    return data, rate, layout_name, list(names)
+
+
+def _write(path: Path, data: np.ndarray, rate: int, layout: str | None = None) -> Path:
+    """Write a 24-bit WAV atomically (temp file in the same folder, fsync, rename).
+
+    For more than two channels the layout is stamped into the header (via
+    ffmpeg) so a 5.1 source gives 5.1 stems, not "6 unknown channels".
+    """
+    import soundfile as sf
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".wav", dir=path.parent)
+    os.close(fd)
+    stamped = Path(tmp).with_name(Path(tmp).name + ".layout.wav")
+    try:
+        sf.write(tmp, data, rate, subtype="PCM_24" if data.shape[-1] <= 2 or not layout else "FLOAT",
+                 format="WAV")
+        final = Path(tmp)
+        if data.ndim == 2 and data.shape[1] > 2 and layout:
+            from dubbing_assets.core.ffmpeg import run_ffmpeg
+
+            run_ffmpeg(["-ch_layout", layout, "-i", tmp, "-c:a", "pcm_s24le", "-f", "wav", stamped],
+                       what=f"writing the {layout} layout of {path.name}")
+            final = stamped
+        with open(final, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(final, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+        stamped.unlink(missing_ok=True)
+    return path
+
+
+def _resample_to_16k(mono: np.ndarray, rate: int) -> np.ndarray:
+    if rate == VAD_RATE:
+        return mono
+    from math import gcd
+
+    from scipy.signal import resample_poly
+
+    g = gcd(rate, VAD_RATE)
+    return resample_poly(mono, VAD_RATE // g, rate // g).astype(np.float32)
+
+
+class SignalSeparator:
+    """Low-mode separation by channel position and voice activity; no model, fast on CPU.
+
+    What it does, by layout:
+
+    * **5.1/7.1** (a layout with an FC channel): the centre channel is where
+      film and TV mixes put dialogue. Dialogue = FC gated by VAD (in the FC
+      slot, other channels silent); background = every other channel as is,
+      plus FC outside speech at ``centre_keep_db``.
+    * **stereo**: dialogue is usually panned centre, i.e. in mid = (L+R)/2.
+      Dialogue = mid gated by VAD (same in L and R); background = side
+      (L-R)/2 as it was, plus mid outside speech at ``centre_keep_db`` and
+      inside speech at ``speech_duck_db``.
+    * **mono**: nothing spatial to use. Dialogue = signal gated by VAD;
+      background = signal outside speech, ducked by ``speech_duck_db`` inside.
+
+    Limits, stated plainly: music or effects that are centred (or mono)
+    and play *during* speech stay in the dialogue stem and are ducked out of
+    the background; off-centre or reverberant dialogue leaks into the side
+    signal and so into the background; shouts the VAD misses stay in the
+    background. When that matters, use `DemucsSeparator`.
+
+    Outputs keep the input's sample rate, channel count and channel order.
+    """
+
+    name = "signal"
+
+    def __init__(self, *, speech_duck_db: float = -30.0, centre_keep_db: float = -3.0,
+                 vad_threshold: float = 0.5, pad_s: float = 0.08, ramp_s: float = 0.03) -> None:
+        self.speech_duck = float(10 ** (speech_duck_db / 20))
+        self.centre_keep = float(10 ** (centre_keep_db / 20))
+        self.vad_threshold = vad_threshold
+        self.pad_s = pad_s
+        self.ramp_s = ramp_s
+        self.last_info: dict[str, Any] = {}
+
+    def _gate(self, mono: np.ndarray, rate: int) -> tuple[np.ndarray, list[tuple[float, float]]]:
+        segments = vad_segments(_resample_to_16k(mono, rate), threshold=self.vad_threshold,
+                                min_silence_s=0.2)
+        return speech_gate(segments, mono.shape[0], rate, pad_s=self.pad_s, ramp_s=self.ramp_s), segments
+
+    def separate(self, in_wav: str | Path, out_dir: str | Path) -> tuple[Path, Path]:
+        """Write ``dialogue.wav`` and ``background.wav`` into ``out_dir``; return their paths."""
+        in_wav, out_dir = Path(in_wav), Path(out_dir)
+        data, rate, layout, names = _read(in_wav)
+        n, ch = data.shape
+        dialogue = np.zeros_like(data)
+        background = np.zeros_like(data)
+        if "FC" in names and ch > 2:
+            mode = "centre"
+            fc = names.index("FC")
+            centre = data[:, fc]
+            gate, segments = self._gate(centre, rate)
+            dialogue[:, fc] = centre * gate
+            background[:] = data
+            background[:, fc] = centre * (self.centre_keep * (1.0 - gate) + self.speech_duck * gate)
+        elif ch == 2:
+            mode = "mid-side"
+            mid = 0.5 * (data[:, 0] + data[:, 1])
+            side = 0.5 * (data[:, 0] - data[:, 1])
+            gate, segments = self._gate(mid, rate)
+            voiced = mid * gate
+            dialogue[:, 0] = voiced
+            dialogue[:, 1] = voiced
+            mid_bg = mid * (self.centre_keep * (1.0 - gate) + self.speech_duck * gate)
+            background[:, 0] = mid_bg + side
+            background[:, 1] = mid_bg - side
+        else:
+            mode = "vad-gate"
+            mono = data.mean(axis=1)
+            gate, segments = self._gate(mono, rate)
+            dialogue = data * gate[:, None]
+            background = data * ((1.0 - gate) + self.speech_duck * gate)[:, None]
+        self.last_info = {"mode": mode, "sample_rate": rate, "channels": ch, "layout": layout,
+                          "channel_names": names,
+                          "speech_segments": [(round(a, 3), round(b, 3)) for a, b in segments],
+                          "speech_s": round(sum(b - a for a, b in segments), 3)}
+        return (_write(out_dir / "dialogue.wav", dialogue, rate, layout),
+                _write(out_dir / "background.wav", background, rate, layout))
+
+
+# -- high mode --------------------------------------------------------------
+
+class DemucsSeparator:
+    """Neural separation with Demucs: "vocals" becomes dialogue, the rest background.
+
+    Loading: ``model`` is a pretrained name (``htdemucs``...) or an already
+    built ``torch.nn.Module``. Weights come from ``repo`` (a local folder of
+    Demucs checkpoints; ``<DUBBING_MODELS_DIR>/demucs`` works) or, only when
+    ``allow_download``, from Demucs' own download (torch hub cache). The
+    model runs at its own rate (44.1 kHz stereo); outputs are converted back
+    to the source's rate and layout (dialogue in FC for 5.1, like the input).
+    """
+
+    name = "demucs"
+
+    def __init__(self, model: str | Any = "htdemucs", *, repo: str | Path | None = None,
+                 allow_download: bool = False, device: str = "auto", shifts: int = 0,
+                 segment: float | None = None) -> None:
+        self.model_spec = model
+        self.repo = Path(repo) if repo else None
+        self.allow_download = allow_download
+        self.device = device
+        self.shifts = shifts
+        self.segment = segment
+        self._model: Any = None
+
+    def _load(self) -> Any:
+        if self._model is not None:
+            return self._model
+        try:
+            import demucs.apply  # noqa: F401 - checked here so the error names the package
+            from demucs.pretrained import get_model
+        except ImportError as exc:
+            raise ModelNotFoundError(
+                "The Demucs separator needs the demucs package: `pip install demucs`, "
+                "or use the low-mode 'signal' separator."
+            ) from exc
+        if not isinstance(self.model_spec, str):
+            model = self.model_spec
+        else:
+            if self.repo is None and not self.allow_download:
+                raise ModelNotFoundError(
+                    f"Demucs weights for {self.model_spec!r} are not available offline: put the checkpoint "
+                    "folder in DUBBING_MODELS_DIR/demucs/ (pass it as repo=) or allow downloads."
+                )
+            try:
+                model = get_model(name=self.model_spec, repo=self.repo)
+            except Exception as exc:  # noqa: BLE001 - demucs raises several kinds
+                raise ModelNotFoundError(f"Demucs model {self.model_spec!r} could not be loaded ({exc}); "
+                                         "check the checkpoint folder or allow downloads.") from exc
+        model.eval()
+        self._model = model
+        return model
+
+    def _device(self) -> str:
+        if self.device != "auto":
+            return self.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+    def separate(self, in_wav: str | Path, out_dir: str | Path) -> tuple[Path, Path]:
+        """Write ``dialogue.wav`` and ``background.wav`` into ``out_dir``; return their paths."""
+        model = self._load()  # first: its error names the package when demucs is missing
+        import torch
+        from demucs.apply import apply_model
+        from scipy.signal import resample_poly
+
+        in_wav, out_dir = Path(in_wav), Path(out_dir)
+        data, rate, layout, names = _read(in_wav)
+        n, ch = data.shape
+        if "FC" in names and ch > 2:
+            stereo = data[:, [names.index("FL"), names.index("FR")]] + data[:, [names.index("FC")]] * 0.7071
+        elif ch == 1:
+            stereo = np.repeat(data, 2, axis=1)
+        else:
+            stereo = data[:, :2]
+        model_rate = int(getattr(model, "samplerate", 44100))
+        from math import gcd
+
+        g = gcd(rate, model_rate)
+        x = resample_poly(stereo, model_rate // g, rate // g, axis=0) if rate != model_rate else stereo
+        mix = torch.from_numpy(np.ascontiguousarray(x.T, dtype=np.float32))[None]
+        ref = mix.mean(dim=1, keepdim=True)
+        scale = float(ref.std()) or 1.0
+        try:
+            with torch.no_grad():
+                out = apply_model(model, (mix - ref.mean()) / scale, shifts=self.shifts, split=True,
+                                  overlap=0.25, device=self._device(), segment=self.segment)[0]
+        except Exception as exc:  # noqa: BLE001 - inference failures are engine errors
+            raise EngineError(f"Demucs separation of {in_wav.name} failed: {exc}") from exc
+        out = out * scale + ref.mean()
+        sources = list(getattr(model, "sources", []))
+        vi = sources.index("vocals") if "vocals" in sources else len(sources) - 1
+        vocals = out[vi].cpu().numpy().T
+        rest = (out.sum(dim=0) - out[vi]).cpu().numpy().T
+        if rate != model_rate:
+            vocals = resample_poly(vocals, rate // g, model_rate // g, axis=0)
+            rest = resample_poly(rest, rate // g, model_rate // g, axis=0)
+        vocals, rest = vocals[:n], rest[:n]
+        if vocals.shape[0] < n:
+            pad = ((0, n - vocals.shape[0]), (0, 0))
+            vocals, rest = np.pad(vocals, pad), np.pad(rest, pad)
+        dialogue = np.zeros_like(data)
+        background = np.zeros_like(data)
+        if "FC" in names and ch > 2:
+            dialogue[:, names.index("FC")] = vocals.mean(axis=1)
+            background[:] = data
+            background[:, names.index("FC")] = 0.0
+            background[:, names.index("FL")] = rest[:, 0]
+            background[:, names.index("FR")] = rest[:, 1]
+        elif ch == 1:
+            dialogue[:, 0] = vocals.mean(axis=1)
+            background[:, 0] = rest.mean(axis=1)
+        else:
+            dialogue[:, :2] = vocals
+            background[:, :2] = rest
+        return (_write(out_dir / "dialogue.wav", dialogue.astype(np.float32), rate, layout),
+                _write(out_dir / "background.wav", background.astype(np.float32), rate, layout))
+
+
+#: Registered separators, by name (one line per new engine).
+SEPARATORS: dict[str, type] = {"signal": SignalSeparator, "demucs": DemucsSeparator}
+
+
+def get_separator(name: str = "signal", **kwargs: Any) -> Separator:
+    """Build a separator by its registered name."""
+    try:
+        cls = SEPARATORS[name]
+    except KeyError as exc:
+        raise ModelNotFoundError(f"Unknown separator {name!r}; "
+                                 f"choose one of {', '.join(SEPARATORS)}.") from exc
+    return cls(**kwargs)
