@@ -146,8 +146,8 @@ def cmd_wait(args: argparse.Namespace) -> int:
         runs = _episode_runs(instance, key)
         current = None
         if record:
-            wanted = f"{key}:{record['fingerprint'][:16]}"
-            fresh = [r for r in runs if (r.tags.get("dagster/run_key") == wanted)
+            wanted = f":{record['fingerprint'][:16]}"
+            fresh = [r for r in runs if (r.tags.get("dagster/run_key", "").endswith(wanted))
                      or (instance.get_run_record_by_id(r.run_id).create_timestamp.timestamp() >= since)]
             current = fresh[0] if fresh else None
         if current is not None:

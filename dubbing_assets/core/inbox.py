@@ -84,6 +84,13 @@ class ReadyEpisode:
     size: int
     sidecars: list[str] = field(default_factory=list)
     changed: bool = False  # True when an earlier version of the file already ran
+    #: 1 for the first content seen under this key, +1 per new content (A -> B -> A is 3 revisions),
+    #: so each revision gets its own run key.
+    revision: int = 1
+
+    @property
+    def run_key(self) -> str:
+        return f"{self.key}:r{self.revision}:{self.fingerprint[:16]}"
 
 
 @dataclass
@@ -107,7 +114,7 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
   relpath TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, stable INTEGER DEFAULT 0,
   fingerprint TEXT, key TEXT, requested TEXT);
-CREATE TABLE IF NOT EXISTS keys (key TEXT PRIMARY KEY, relpath TEXT);
+CREATE TABLE IF NOT EXISTS keys (key TEXT PRIMARY KEY, relpath TEXT, last_fp TEXT, revision INTEGER DEFAULT 0);
 """
 
 
@@ -206,6 +213,13 @@ class InboxScanner:
                 self.db.execute("UPDATE files SET stable=1, fingerprint=? WHERE relpath=?", (fingerprint, relpath))
                 result.seen += 1
                 continue
+            row = self.db.execute("SELECT last_fp, revision FROM keys WHERE key=?", (key,)).fetchone()
+            if row is not None and row[0] == fingerprint:
+                # The same content was already requested under this key (e.g. deleted and dropped in again).
+                self.db.execute("UPDATE files SET stable=1, fingerprint=?, key=?, requested=? WHERE relpath=?",
+                                (fingerprint, key, fingerprint, relpath))
+                result.seen += 1
+                continue
             if collided:
                 result.collisions.append(f"{relpath} -> {key} (base key taken by another file)")
             self.db.execute("UPDATE files SET stable=1, fingerprint=?, key=? WHERE relpath=?",
@@ -216,13 +230,16 @@ class InboxScanner:
                               if p.suffix.lower() in SIDECAR_EXTENSIONS)
             result.ready.append(ReadyEpisode(key=key, series=slugify(series) or "series", relpath=relpath,
                                              fingerprint=fingerprint, size=st.st_size, sidecars=sidecars,
-                                             changed=bool(requested)))
+                                             changed=bool(requested) or row is not None,
+                                             revision=(row[1] or 0) + 1 if row is not None else 1))
         self.db.commit()
         return result
 
     def mark_requested(self, episode: ReadyEpisode) -> None:
         """Record that a run was requested for this content (same file again does nothing)."""
         self.db.execute("UPDATE files SET requested=? WHERE relpath=?", (episode.fingerprint, episode.relpath))
+        self.db.execute("UPDATE keys SET last_fp=?, revision=? WHERE key=?",
+                        (episode.fingerprint, episode.revision, episode.key))
         self.db.commit()
 
     def _quarantine(self, relpath: str, reason: str) -> Rejected:

@@ -7,6 +7,7 @@ it). Run tags come from `tags.run_tags`; queue limits live in dagster.yaml.
 
 
 import contextlib
+import functools
 import json
 import time
 
@@ -14,6 +15,7 @@ import dagster as dg
 
 from dubbing_assets.core.inbox import InboxScanner, scan_reviews, write_episode_record
 from dubbing_assets.core.requests import (
+    STAGES,
     SubmitOptions,
     archive,
     pending_reruns,
@@ -72,7 +74,7 @@ def inbox_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
                 new_keys.append(ep.key)
                 known.add(ep.key)
             run_requests.append(dg.RunRequest(
-                run_key=f"{ep.key}:{ep.fingerprint[:16]}",
+                run_key=ep.run_key,
                 partition_key=ep.key,
                 job_name=_job_name(opts.mode),
                 tags=run_tags(mode=opts.mode, owner=opts.owner, priority=opts.priority, episode=ep.key),
@@ -110,6 +112,21 @@ def _record(settings, key: str) -> dict | None:
     return json.loads(path.read_text()) if is_slug(key) and path.exists() else None
 
 
+@functools.cache
+def _asset_graph():
+    from dubbing_assets.orchestration.assets import render, understand
+
+    return dg.load_assets_from_modules([understand, render])
+
+
+def _downstream(stage: str) -> list[dg.AssetKey]:
+    """The stage and every asset that depends on it, from the asset graph itself."""
+    stages_from(stage)  # validates the name with a clear error
+    graph = _asset_graph()
+    selected = dg.AssetSelection.assets(stage).downstream().resolve(graph)
+    return sorted(selected, key=lambda k: STAGES.index(k.path[-1]))
+
+
 def _selection_request(key: str, stage: str, run_key: str, settings) -> dg.RunRequest:
     record = _record(settings, key) or {}
     mode = record.get("mode", "low")
@@ -117,7 +134,7 @@ def _selection_request(key: str, stage: str, run_key: str, settings) -> dg.RunRe
         run_key=run_key,
         partition_key=key,
         job_name=_job_name(mode),
-        asset_selection=[dg.AssetKey(s) for s in stages_from(stage)],
+        asset_selection=_downstream(stage),
         tags=run_tags(mode=mode, owner=record.get("owner", settings.owner),
                       priority=int(record.get("priority", 0)), episode=key),
     )

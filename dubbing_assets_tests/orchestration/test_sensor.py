@@ -1,0 +1,404 @@
+"""The inbox sensor, evaluated for real with `build_sensor_context` on a temporary instance.
+
+Each tick goes through `inbox_sensor.evaluate_tick`, which also resolves the run
+requests against the code location (job names, partitions, asset selections)
+the way the sensor daemon does; the dynamic-partition requests it returns are
+then applied to the instance, as the daemon would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from dubbing_assets.core import review
+from dubbing_assets.core.inbox import episode_key
+from dubbing_assets.core.model import TranslatedLine, Translation
+from dubbing_assets.core.requests import SubmitOptions, write_rerun_request, write_submit_request
+from dubbing_assets.core.safepath import is_slug
+from dubbing_assets.core.settings import Settings, load_settings
+from dubbing_assets.definitions import defs
+from dubbing_assets.orchestration.sensor import inbox_sensor
+from dubbing_assets.orchestration.tags import EPISODE, LANE, MODE, OWNER, PRIORITY
+from dubbing_assets_tests.conftest import MEDIA
+
+CLIP = MEDIA / "en_monologue.mp4"
+RUN_KEY = re.compile(r"^(?P<key>[a-z0-9-]+):r(?P<rev>[0-9]+):(?P<fp>[0-9a-f]{16})$")
+
+
+@pytest.fixture
+def instance(dubbing_env: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dg.DagsterInstance]:
+    monkeypatch.setenv("DUBBING_OWNER", "tester")
+    monkeypatch.delenv("DUBBING_SENSOR_MAX_REQUESTS", raising=False)
+    with dg.instance_for_test(temp_dir=os.environ["DAGSTER_HOME"]) as inst:
+        yield inst
+
+
+def _settings() -> Settings:
+    return load_settings().ensure()
+
+
+def tick(instance: dg.DagsterInstance) -> dg.SensorResult:
+    """One sensor evaluation; returns the resolved run requests and partition requests."""
+    # instance_ref as well: with it the context loads dynamic partitions the way the daemon's does.
+    context = dg.build_sensor_context(instance=instance, instance_ref=instance.get_ref(), definitions=defs,
+                                      sensor_name="inbox_sensor")
+    data = inbox_sensor.evaluate_tick(context)
+    for request in data.dynamic_partitions_requests or []:
+        assert isinstance(request, dg.AddDynamicPartitionsRequest)
+        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+    return dg.SensorResult(run_requests=data.run_requests,
+                           dynamic_partitions_requests=data.dynamic_partitions_requests or None)
+
+
+def drop(series: str, name: str, src: Path = CLIP) -> Path:
+    folder = _settings().inbox / series
+    folder.mkdir(parents=True, exist_ok=True)
+    dest = folder / name
+    shutil.copyfile(src, dest)
+    return dest
+
+
+def added_keys(result: dg.SensorResult) -> list[str]:
+    return [k for r in result.dynamic_partitions_requests or [] for k in r.partition_keys]
+
+
+def bump_mtime(path: Path, seconds: int = 1) -> None:
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + seconds * 10**9))
+
+
+def test_new_file_gives_one_request_after_it_is_stable(instance: dg.DagsterInstance) -> None:
+    drop("Alpha Series", "Alpha Series - 01.mp4")
+    first = tick(instance)
+    assert first.run_requests == [] and not first.dynamic_partitions_requests
+
+    second = tick(instance)
+    assert len(second.run_requests) == 1
+    req = second.run_requests[0]
+    assert req.job_name == "dub_episode"
+    assert req.partition_key == "alpha-series-e01"
+    record = json.loads((_settings().episodes / "alpha-series-e01.json").read_text())
+    match = RUN_KEY.match(req.run_key or "")
+    assert match and match["key"] == "alpha-series-e01" and record["fingerprint"].startswith(match["fp"])
+    assert record["source"] == "Alpha Series/Alpha Series - 01.mp4" and record["owner"] == "tester"
+    assert req.tags[LANE] == "cpu" and req.tags[OWNER] == "tester" and req.tags[PRIORITY] == "0"
+    assert req.tags[MODE] == "low" and req.tags[EPISODE] == "alpha-series-e01"
+    assert second.dynamic_partitions_requests == [
+        dg.AddDynamicPartitionsRequest(partitions_def_name="episodes", partition_keys=["alpha-series-e01"])]
+    assert instance.get_dynamic_partitions("episodes") == ["alpha-series-e01"]
+
+    # The same file again: nothing, however often the sensor ticks.
+    for _ in range(2):
+        again = tick(instance)
+        assert again.run_requests == [] and not again.dynamic_partitions_requests
+
+
+def test_modified_file_gives_a_new_request(instance: dg.DagsterInstance) -> None:
+    path = drop("show", "S01E02.mp4")
+    tick(instance)
+    (first,) = tick(instance).run_requests
+    with open(path, "ab") as fh:
+        fh.write(b"\0" * 64)
+    bump_mtime(path)
+    assert tick(instance).run_requests == []  # changed: wait until it is stable again
+    result = tick(instance)
+    (second,) = result.run_requests
+    assert second.partition_key == first.partition_key == "show-s01e02"
+    assert second.run_key != first.run_key
+    assert not result.dynamic_partitions_requests  # the partition already exists
+
+
+def test_reverting_a_file_runs_again(instance: dg.DagsterInstance) -> None:
+    """A -> B -> A: the third version is new work (its run key differs from the first's)."""
+    path = drop("show", "S01E04.mp4")
+    original = path.read_bytes()
+    keys = []
+    for content in (None, original + b"\0" * 64, original):
+        if content is not None:
+            path.write_bytes(content)
+            bump_mtime(path)
+        tick(instance)
+        (req,) = tick(instance).run_requests
+        keys.append(req.run_key)
+    assert len(set(keys)) == 3 and keys[0].split(":")[-1] == keys[2].split(":")[-1]
+
+
+def test_same_content_dropped_again_after_deletion_does_nothing(instance: dg.DagsterInstance) -> None:
+    path = drop("show", "S01E05.mp4")
+    tick(instance)
+    assert len(tick(instance).run_requests) == 1
+    data = path.read_bytes()
+    path.unlink()
+    tick(instance)
+    path.write_bytes(data)
+    for _ in range(3):
+        assert tick(instance).run_requests == []
+
+
+def test_touched_but_identical_file_gives_no_request(instance: dg.DagsterInstance) -> None:
+    path = drop("show", "S01E03.mp4")
+    tick(instance)
+    assert len(tick(instance).run_requests) == 1
+    bump_mtime(path)  # e.g. copied over with the same bytes
+    assert tick(instance).run_requests == []
+    assert tick(instance).run_requests == []
+
+
+def test_partial_upload_waits_until_stable(instance: dg.DagsterInstance) -> None:
+    data = CLIP.read_bytes()
+    folder = _settings().inbox / "show"
+    folder.mkdir(parents=True)
+    path = folder / "e05.mp4"
+    for i in range(1, 4):  # still growing at every tick
+        path.write_bytes(data[: len(data) * i // 4])
+        os.utime(path, ns=(10**18 + i, 10**18 + i))
+        assert tick(instance).run_requests == []
+    path.write_bytes(data)
+    assert tick(instance).run_requests == []
+    (req,) = tick(instance).run_requests
+    assert req.partition_key == "show-e05"
+
+
+def test_upload_suffixes_are_ignored_until_renamed(instance: dg.DagsterInstance) -> None:
+    part = drop("show", "e06.mkv.part", MEDIA / "ja_two_speakers.mkv")
+    for _ in range(3):
+        assert tick(instance).run_requests == []
+    part.rename(part.with_name("e06.mkv"))
+    assert tick(instance).run_requests == []
+    assert [r.partition_key for r in tick(instance).run_requests] == ["show-e06"]
+
+
+def test_bad_file_is_quarantined_with_its_reason(instance: dg.DagsterInstance) -> None:
+    settings = _settings()
+    folder = settings.inbox / "show"
+    folder.mkdir(parents=True)
+    (folder / "e01.mp4").write_text("this is not a video\n")
+    (folder / "e02.mkv").write_bytes(b"")
+    assert tick(instance).run_requests == []
+    result = tick(instance)
+    assert result.run_requests == [] and not result.dynamic_partitions_requests
+    assert not (folder / "e01.mp4").exists() and not (folder / "e02.mkv").exists()
+    reasons = sorted((settings.quarantine / "show").glob("*.reason.txt"))
+    assert len(reasons) == 2
+    texts = " ".join(p.read_text() for p in reasons)
+    assert "not a video or audio container" in texts and "empty" in texts
+    for reason in reasons:  # the file itself sits next to its reason
+        assert reason.with_name(reason.name.removesuffix(".reason.txt")).exists()
+    assert tick(instance).run_requests == []
+    assert instance.get_dynamic_partitions("episodes") == []
+
+
+def test_two_bad_files_with_the_same_slug_are_both_kept(instance: dg.DagsterInstance) -> None:
+    folder = _settings().inbox / "show"
+    folder.mkdir(parents=True)
+    (folder / "Bad E01.mp4").write_text("one\n")
+    (folder / "bad-e01.mp4").write_text("two\n")
+    tick(instance)
+    tick(instance)
+    kept = sorted(p.read_text() for p in (_settings().quarantine / "show").iterdir()
+                  if not p.name.endswith(".reason.txt"))
+    assert kept == ["one\n", "two\n"]
+
+
+def test_fifty_files_are_spread_over_ticks_and_requested_once(instance: dg.DagsterInstance,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DUBBING_SENSOR_MAX_REQUESTS", "20")
+    folder = _settings().inbox / "bulk"
+    folder.mkdir(parents=True)
+    for i in range(50):  # tiny distinct Matroska files
+        (folder / f"e{i:03d}.mkv").write_bytes(b"\x1a\x45\xdf\xa3" + i.to_bytes(4, "big") * 8)
+    assert tick(instance).run_requests == []
+    per_tick: list[int] = []
+    run_keys: list[str] = []
+    partitions: list[str] = []
+    for _ in range(4):
+        result = tick(instance)
+        per_tick.append(len(result.run_requests))
+        run_keys += [r.run_key for r in result.run_requests]
+        partitions += [r.partition_key for r in result.run_requests]
+        assert sorted(added_keys(result)) == sorted(r.partition_key for r in result.run_requests)
+    assert per_tick == [20, 20, 10, 0]
+    assert len(set(run_keys)) == 50 and len(set(partitions)) == 50
+    assert set(partitions) == {f"bulk-e{i:02d}" for i in range(50)}
+    assert sorted(instance.get_dynamic_partitions("episodes")) == sorted(partitions)
+
+
+HOSTILE = [
+    ("Show [BD] (2024)", "weird {x} [1080p].mkv"),
+    ("ショー", "第1話.mkv"),
+    ("show", "$(rm -rf ~) ; e09.mkv"),
+    ("show", "new\nline e10.mkv"),
+    ("show", "..e11.mkv"),
+    ("-dash", "-e12-.mkv"),
+    ("show", "x" * 240 + ".mkv"),
+    ("..hidden-series", "e13.mkv"),
+]
+
+
+def test_hostile_names_give_safe_keys(instance: dg.DagsterInstance) -> None:
+    settings = _settings()
+    for series, name in HOSTILE:
+        drop(series, name, MEDIA / "ja_two_speakers.mkv")
+    # A name that is not even UTF-8 (bytes straight from a foreign filesystem).
+    raw = os.path.join(os.fsencode(settings.inbox / "show"), b"\xff\xfe e14.mkv")
+    shutil.copyfile(MEDIA / "ja_two_speakers.mkv", raw)
+    tick(instance)
+    result = tick(instance)
+    keys = [r.partition_key for r in result.run_requests]
+    assert len(keys) == len(HOSTILE) - 2  # dot-names ("..e11.mkv", "..hidden-series/") are skipped
+    assert len(set(keys)) == len(keys)
+    for req in result.run_requests:
+        assert is_slug(req.partition_key) and len(req.partition_key) <= 120
+        assert RUN_KEY.match(req.run_key or "")
+        assert is_slug(req.tags[EPISODE])
+    assert sorted(added_keys(result)) == sorted(keys)
+    # Records are only ever written under episodes/, named by the key.
+    assert sorted(p.stem for p in settings.episodes.iterdir()) == sorted(keys)
+    # The undecodable name never reaches a key: it is quarantined with a readable reason.
+    assert not os.path.exists(raw)
+    (reason,) = (settings.quarantine / "show").glob("*.reason.txt")
+    assert "UTF-8" in reason.read_text(encoding="utf-8")
+    assert tick(instance).run_requests == []
+
+
+def test_submit_request_selects_the_gpu_lane_and_tags(instance: dg.DagsterInstance) -> None:
+    settings = _settings()
+    key = episode_key("beta", "Beta S01E04.mkv")
+    write_submit_request(settings.requests, key,
+                         SubmitOptions(owner="alice", mode="high", priority=7, target_lang="de"))
+    drop("beta", "Beta S01E04.mkv", MEDIA / "ja_two_speakers.mkv")
+    tick(instance)
+    (req,) = tick(instance).run_requests
+    assert req.job_name == "dub_episode_high" and req.partition_key == key == "beta-s01e04"
+    assert req.tags[LANE] == "gpu" and req.tags[OWNER] == "alice" and req.tags[PRIORITY] == "7"
+    assert req.tags[MODE] == "high"
+    record = json.loads((settings.episodes / f"{key}.json").read_text())
+    assert (record["mode"], record["owner"], record["target_lang"]) == ("high", "alice", "de")
+
+
+def _requested(instance: dg.DagsterInstance, series: str = "show", name: str = "e01.mp4") -> str:
+    drop(series, name)
+    tick(instance)
+    (req,) = tick(instance).run_requests
+    return req.partition_key
+
+
+def _downstream_of(stage: str) -> set[str]:
+    graph = defs.resolve_asset_graph()
+    return {k.to_user_string() for k in dg.AssetSelection.assets(stage).downstream().resolve(graph)}
+
+
+def _upstream_of(stage: str) -> set[str]:
+    graph = defs.resolve_asset_graph()
+    return {k.to_user_string() for k in dg.AssetSelection.assets(stage).upstream().resolve(graph)} - {stage}
+
+
+@pytest.mark.parametrize("stage", ["translation", "audio_stems", "dub_mix", "library_entry"])
+def test_rerun_request_selects_the_stage_and_downstream(instance: dg.DagsterInstance, stage: str) -> None:
+    settings = _settings()
+    key = _requested(instance)
+    path = write_rerun_request(settings.requests, key, stage)
+    result = tick(instance)
+    (req,) = result.run_requests
+    selected = {k.to_user_string() for k in req.asset_selection or []}
+    assert stage in selected and _downstream_of(stage) <= selected
+    assert not selected & _upstream_of(stage)
+    assert req.partition_key == key and req.job_name == "dub_episode"
+    assert req.run_key == f"rerun:{path.stem.removeprefix('rerun-')}"
+    assert req.tags[LANE] == "cpu" and req.tags[OWNER] == "tester"
+    assert not path.exists() and (settings.requests / "done" / path.name).exists()
+    assert tick(instance).run_requests == []  # handled once
+
+
+def test_rerun_keeps_the_episodes_lane(instance: dg.DagsterInstance) -> None:
+    settings = _settings()
+    write_submit_request(settings.requests, "gamma-e02", SubmitOptions(owner="bob", mode="high", priority=3))
+    key = _requested(instance, "gamma", "e02.mp4")
+    write_rerun_request(settings.requests, key, "dub_speech")
+    (req,) = tick(instance).run_requests
+    assert req.job_name == "dub_episode_high"
+    assert (req.tags[LANE], req.tags[OWNER], req.tags[PRIORITY]) == ("gpu", "bob", "3")
+
+
+def test_rerun_of_an_unknown_episode_is_archived_as_failed(instance: dg.DagsterInstance) -> None:
+    settings = _settings()
+    path = write_rerun_request(settings.requests, "nobody-e01", "translation")
+    assert tick(instance).run_requests == []
+    assert (settings.requests / "failed" / path.name).exists()
+
+
+def _translation() -> Translation:
+    lines = [TranslatedLine(index=i, start=float(i), end=i + 0.8, speaker="s0", source_text=f"src {i}",
+                            text=f"line {i}") for i in range(3)]
+    return Translation(source_language="ja", target_language="en", engine="test", lines=lines)
+
+
+def test_edited_review_file_reruns_from_translation(instance: dg.DagsterInstance) -> None:
+    settings = _settings()
+    key = _requested(instance)
+    translation = _translation()
+    assert review.apply_review(settings.review, key, translation) == 0  # the pipeline writes it
+    path = review.review_file(settings.review, key)
+    assert tick(instance).run_requests == []  # the pipeline's own file is not an edit
+
+    data = json.loads(path.read_text())
+    data["lines"][1]["text"] = "an edited line"
+    path.write_text(json.dumps(data))
+    bump_mtime(path)  # mtime is the change detector; do not depend on timer granularity
+    (req,) = tick(instance).run_requests
+    selected = {k.to_user_string() for k in req.asset_selection or []}
+    assert "translation" in selected and _downstream_of("translation") <= selected
+    assert not selected & _upstream_of("translation")
+    assert req.partition_key == key and req.run_key.startswith(f"review:{key}:translation:")
+    assert tick(instance).run_requests == []  # one edit, one run
+
+    # The re-run's translation stage applies the edit and rewrites the file: no new run.
+    assert review.apply_review(settings.review, key, _translation()) == 1
+    bump_mtime(path, 2)
+    assert tick(instance).run_requests == []
+    assert tick(instance).run_requests == []
+
+
+def test_review_edit_for_an_unknown_episode_gives_no_run(instance: dg.DagsterInstance) -> None:
+    settings = _settings()
+    review.apply_review(settings.review, "ghost-e01", _translation())
+    path = review.review_file(settings.review, "ghost-e01")
+    data = json.loads(path.read_text())
+    data["lines"][0]["text"] = "edited"
+    path.write_text(json.dumps(data))
+    bump_mtime(path)
+    assert tick(instance).run_requests == []
+
+
+@pytest.mark.parametrize("content", ['{"mode": "turbo"}', '{"priority": "high"}', "[1, 2]"])
+def test_broken_submit_request_does_not_stall_the_inbox(instance: dg.DagsterInstance, content: str) -> None:
+    settings = _settings()
+    (settings.requests / "submit-show-e01.json").write_text(content)
+    drop("show", "e01.mp4")
+    drop("show", "e02.mp4")
+    tick(instance)
+    result = tick(instance)
+    assert sorted(r.partition_key for r in result.run_requests) == ["show-e01", "show-e02"]
+    (req,) = [r for r in result.run_requests if r.partition_key == "show-e01"]
+    assert (req.job_name, req.tags[LANE], req.tags[OWNER]) == ("dub_episode", "cpu", "tester")
+    assert (settings.requests / "failed" / "submit-show-e01.json").exists()
+    assert tick(instance).run_requests == []
+
+
+@pytest.mark.parametrize("content", ["[]", '{"episode": "show-e01"}', "{"])
+def test_malformed_rerun_request_is_set_aside(instance: dg.DagsterInstance, content: str) -> None:
+    settings = _settings()
+    _requested(instance)
+    (settings.requests / "rerun-bad.json").write_text(content)
+    write_rerun_request(settings.requests, "show-e01", "dub_mix")
+    (req,) = tick(instance).run_requests
+    assert {k.to_user_string() for k in req.asset_selection or []} >= {"dub_mix", "dubbed_video"}
+    assert (settings.requests / "failed" / "rerun-bad.json").exists()
