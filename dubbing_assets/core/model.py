@@ -91,6 +91,8 @@ class Speaker:
     seconds: float
     lines: list[int]
     name: str | None = None
+    #: Median fundamental frequency of the speaker's lines (Hz); a voice-range hint for casting.
+    f0_hz: float | None = None
 
 
 @dataclass

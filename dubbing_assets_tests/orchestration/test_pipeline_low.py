@@ -129,3 +129,12 @@ def test_editing_one_line_resynthesizes_only_that_line(dubbed) -> None:
     manifest = json.loads((dubbed["folder"] / "manifest.json").read_text())
     assert manifest["created_at"] == dubbed["manifest"]["created_at"]
     assert manifest["updated_at"] >= dubbed["manifest"]["updated_at"]
+
+
+def test_voice_range_guides_casting(dubbed) -> None:
+    """Aiko speaks high (F0 ~290 Hz) and gets a raised voice; Kenji (~90 Hz) a lowered or plain one."""
+    speakers = materialization_metadata(dubbed["result"], "speakers")
+    f0 = dict(part.rsplit(" ", 1) for part in speakers["median_f0_hz"].split(", "))
+    assert float(f0["Aiko"]) > 200 > 120 > float(f0["Kenji"])
+    voices = dubbed["result"].output_for_node("cast")["voices"]
+    assert voices["Aiko"]["pitch_semitones"] > 0 >= voices["Kenji"]["pitch_semitones"]

@@ -2,6 +2,7 @@
 
 
 import base64
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,25 @@ from dubbing_assets.core.model import MediaHandle, Speakers, Translation, Voice
 from dubbing_assets.orchestration.assets.common import GPU_POOL, GROUP, PARTITIONS, md_table, user_errors
 from dubbing_assets.orchestration.resources import DubbingResource
 
-QA_CHECKS = ("sync", "overflow", "loudness", "true_peak", "clipping", "intelligibility")
+QA_CHECKS = ("sync", "overflow", "speed", "loudness", "true_peak", "clipping", "intelligibility")
+
+
+def _voice_for(character, pinned: dict[str, Voice], available: list[str]) -> Voice:
+    """Cast file pin, else the voice the store already gave this character, else a new deterministic one.
+
+    Reusing the stored voice keeps a character's voice the same in every episode, even if the
+    set of installed voices changes later.
+    """
+    from dubbing_assets.core.cast import choose_voice
+    from dubbing_assets.core.voicerange import range_hint
+
+    if character.id in pinned:
+        return pinned[character.id]
+    stored = {k: v for k, v in character.voice.items() if k in Voice.__dataclass_fields__}
+    if "engine" in stored and "voice" in stored:
+        return Voice(**stored)
+    index = int(character.id[1:]) - 1 if character.id[1:].isdigit() else 0
+    return choose_voice(character.id, index, {}, available, range_hint(character.extra.get("f0_hz")))
 
 
 def _series(source_media: dict[str, Any]) -> str:
@@ -49,10 +68,11 @@ def cast(context: dg.AssetExecutionContext, dubbing: DubbingResource, speakers: 
                     ch = store.find(match.character_id)
                     if context.partition_key not in ch.episodes:
                         ch.episodes.append(context.partition_key)
-                index = int(ch.id[1:]) - 1 if ch.id[1:].isdigit() else len(voices)
-                voice = castlib.choose_voice(ch.id, index, pinned, available)
-                ch.voice = {**ch.voice, **voice.__dict__}
-                voices[sp.label] = voice.__dict__
+                if sp.f0_hz and "f0_hz" not in ch.extra:
+                    ch.extra["f0_hz"] = sp.f0_hz
+                voice = _voice_for(ch, pinned, available)
+                ch.voice = {**ch.voice, **asdict(voice)}
+                voices[sp.label] = asdict(voice)
                 assigned[sp.label] = {"character_id": ch.id, "name": ch.name, "similarity": match.similarity,
                                       "new": match.is_new, "by": match.by}
             all_voices = {c.id: Voice(**{k: v for k, v in c.voice.items() if k in Voice.__dataclass_fields__})

@@ -140,15 +140,23 @@ def script(context: dg.AssetExecutionContext, dubbing: DubbingResource, source_m
 def speakers(context: dg.AssetExecutionContext, script: dict[str, Any],
              audio_stems: dict[str, Any]) -> dict[str, Any]:
     from dubbing_assets.core.diarize import diarize, speakers_from_subtitles
+    from dubbing_assets.core.media import load_audio_mono16k
+    from dubbing_assets.core.voicerange import median_f0
 
     sc = Script.from_dict(script)
     with user_errors():
+        audio = load_audio_mono16k(audio_stems["dialogue"].path)
         if sc.source == "subtitles" and sc.meta.get("speakers_named"):
-            result = speakers_from_subtitles(sc, audio_stems["dialogue"].path)
+            result = speakers_from_subtitles(sc, audio)
         else:
-            result = diarize(audio_stems["dialogue"].path, sc)
+            result = diarize(audio, sc)
+    by_index = {ln.index: ln for ln in sc.lines}
+    for sp in result.speakers:
+        f0 = median_f0(audio, [(by_index[i].start, by_index[i].end) for i in sp.lines if i in by_index])
+        sp.f0_hz = round(f0, 1) if f0 else None
     context.add_output_metadata({"method": result.method, "speakers": len(result.speakers),
-                                 "labels": ", ".join(s.label for s in result.speakers)})
+                                 "labels": ", ".join(s.label for s in result.speakers),
+                                 "median_f0_hz": ", ".join(f"{s.label} {s.f0_hz}" for s in result.speakers)})
     return result.to_dict()
 
 
