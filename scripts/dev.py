@@ -113,7 +113,7 @@ def demo() -> int:
 
 def test(extra: list[str]) -> int:
     setup()
-    ensure_system_packages({"chromium": "chromium", "/usr/lib/postgresql": "postgresql"})
+    ensure_system_packages({"chromium": "chromium", "/usr/lib/postgresql": "postgresql", "espeak-ng": "espeak-ng"})
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
     cmd = [str(BIN / "python"), "-m", "pytest", "-p", "no:cacheprovider", *extra]
     log("$ " + " ".join(cmd))
