@@ -370,6 +370,10 @@ def register_engine(name: str, factory: Callable[..., TTSEngine]) -> None:
 
 def get_engine(name: str, **kw: Any) -> TTSEngine:
     """Build the engine registered as `name` (models still load lazily)."""
+    if name not in ENGINES:
+        from dubbing_assets.core.engines import ensure_engine
+
+        ensure_engine(name)  # optional engines register themselves on import
     try:
         factory = ENGINES[name]
     except KeyError:

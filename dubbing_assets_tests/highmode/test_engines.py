@@ -1,0 +1,26 @@
+"""The optional-engine registry works in the base install (no xtts extra needed to import or ask)."""
+
+from __future__ import annotations
+
+import pytest
+
+from dubbing_assets.core.engines import ENGINE_MODULES, ensure_engine
+from dubbing_assets.core.engines.xtts import split_for_retry, xtts_available
+from dubbing_assets.core.tts import ENGINES, get_engine
+from dubbing_assets.errors import ToolNotFoundError
+
+
+def test_xtts_registers_on_import_without_loading_anything() -> None:
+    assert ENGINE_MODULES["xtts"] == "dubbing_assets.core.engines.xtts"
+    assert ensure_engine("xtts") and "xtts" in ENGINES
+    assert not ensure_engine("no-such-engine")
+    if xtts_available():
+        pytest.skip("the xtts extra is installed here; test_xtts.py covers the engine")
+    with pytest.raises(ToolNotFoundError, match=r"pip install 'dubbing_assets\[xtts\]' torch==2.13.0"):
+        get_engine("xtts")
+
+
+def test_split_for_retry() -> None:
+    assert split_for_retry("Two melon buns. You can have one!") == ["Two melon buns.", "You can have one!"]
+    assert split_for_retry("one two three four") == ["one two", "three four"]
+    assert split_for_retry("word") == ["word"]
