@@ -148,6 +148,7 @@ def mux(
     default_subtitles: bool = False,
     audio_bitrate: str = "192k",
     title: str | None = None,
+    video_from: Path | str | None = None,
 ) -> MuxResult:
     """Write the delivered video (see the module docstring).
 
@@ -156,7 +157,9 @@ def mux(
     to leave the original audio out. `subtitles` are `(file, language, title)`
     for the target-language tracks, in order; `default_subtitles` marks the
     first of them default (off by default: the dub is already in that
-    language). Languages may be ISO 639-1 or -2.
+    language). Languages may be ISO 639-1 or -2. `video_from` takes the video
+    stream(s) from another file (the lip-synced render) while audio, subtitles,
+    chapters and title still come from `source_video`.
     """
     source_video, dub_audio_wav, out_path = Path(source_video), Path(dub_audio_wav), Path(out_path)
     if container not in _CONTAINERS:
@@ -181,8 +184,15 @@ def mux(
     for sub_path, _lang, _title in subtitles:
         args += ["-i", Path(sub_path)]
     maps: list[str] = []
-    for v in videos:
-        maps += ["-map", f"0:{v['index']}"]
+    if video_from is not None:
+        args += ["-i", Path(video_from)]
+        videos = [s for s in _probe(Path(video_from))["streams"] if s["type"] == "video"][:1]
+        if not videos:
+            raise MediaError(f"{Path(video_from).name} has no video stream to deliver.")
+        maps += ["-map", f"{len(subtitles) + 2}:{videos[0]['index']}"]
+    else:
+        for v in videos:
+            maps += ["-map", f"0:{v['index']}"]
     maps += ["-map", "1:a:0"]
     if original is not None:
         maps += ["-map", f"0:{original['index']}"]

@@ -19,7 +19,7 @@ from dubbing_assets.core.safepath import check_slug, safe_join
 
 #: Pipeline stages in order (asset names). Re-running from one re-runs those after it.
 STAGES = ("source_media", "audio_stems", "script", "speakers", "translation", "cast",
-          "dub_speech", "dub_mix", "dubbed_video", "qa_report", "library_entry")
+          "dub_speech", "dub_mix", "lip_sync", "dubbed_video", "qa_report", "library_entry")
 
 
 @dataclass

@@ -33,6 +33,43 @@ def _voice_for(character, pinned: dict[str, Voice], available: list[str]) -> Voi
     return choose_voice(character.id, index, {}, available, range_hint(character.extra.get("f0_hz")))
 
 
+def _high_mode_cloner(context, dubbing: DubbingResource, script: dict[str, Any], speakers: dict[str, Any],
+                      audio_stems: dict[str, Any], source_media: dict[str, Any]):
+    """Pass 1 of voice cloning, or (None, reason) when XTTS cannot run here (then low-mode voices are used).
+
+    Conditioning is computed once per character and kept in the encrypted character store
+    (`Character.extra["xtts"]`), so later episodes reuse it.
+    """
+    from dubbing_assets.core import cloning
+    from dubbing_assets.core.diarize import apply_speakers
+    from dubbing_assets.core.model import Script
+    from dubbing_assets.core.tts import get_engine
+    from dubbing_assets.errors import DubbingError
+
+    device = None if dubbing.settings.device == "auto" else dubbing.settings.device
+    try:
+        xtts = get_engine("xtts", registry=dubbing.registry, device=device)
+    except (ImportError, DubbingError) as exc:
+        note = f"high mode unavailable, using low-mode voices: {exc}"
+        context.log.warning(note)
+        return None, note
+    target = source_media["record"].get("target_lang", "en")
+    lines = apply_speakers(Script.from_dict(script), Speakers.from_dict(speakers)).lines
+    work = dubbing.workdir("cloning")
+
+    def clone(character, label: str, fallback: Voice) -> Voice:
+        if not character.extra.get("xtts"):
+            prepared = cloning.prepare_character(xtts, audio_stems["dialogue"].path, lines, label, work)
+            character.extra["xtts"] = prepared.to_store()
+            context.log.info(f"{character.name}: {prepared.references.seconds:.1f}s of reference speech"
+                             + (f" ({prepared.note})" if prepared.note else ""))
+        if not character.extra["xtts"].get("latents"):
+            return fallback
+        return cloning.clone_voice(character.extra["xtts"], fallback, language=target)
+
+    return clone, None
+
+
 def _series(source_media: dict[str, Any]) -> str:
     return source_media["record"]["series"]
 
@@ -41,7 +78,7 @@ def _series(source_media: dict[str, Any]) -> str:
           description="Speakers matched to the series' encrypted character store; a stable voice per "
                       "character (pin voices in library/<series>/cast.yaml).")
 def cast(context: dg.AssetExecutionContext, dubbing: DubbingResource, speakers: dict[str, Any],
-         source_media: dict[str, Any]) -> dict[str, Any]:
+         source_media: dict[str, Any], script: dict[str, Any], audio_stems: dict[str, Any]) -> dict[str, Any]:
     from dubbing_assets.core import cast as castlib
     from dubbing_assets.core import library
     from dubbing_assets.core.characters import transaction
@@ -53,6 +90,9 @@ def cast(context: dg.AssetExecutionContext, dubbing: DubbingResource, speakers: 
     spk = Speakers.from_dict(speakers)
     store_path = safe_join(settings.storage, "characters", f"{series}.chars")
     cast_path = library.cast_file_path(settings.output, series)
+    mode = source_media["record"].get("mode", "low")
+    cloner, high_note = (_high_mode_cloner(context, dubbing, script, speakers, audio_stems, source_media)
+                         if mode == "high" else (None, None))
     with user_errors():
         pinned = library.load_cast_file(cast_path)
         available = get_engine("piper", registry=dubbing.registry).voices()
@@ -72,6 +112,8 @@ def cast(context: dg.AssetExecutionContext, dubbing: DubbingResource, speakers: 
                     ch.extra["f0_hz"] = sp.f0_hz
                 voice = _voice_for(ch, pinned, available)
                 ch.voice = {**ch.voice, **asdict(voice)}
+                if cloner is not None:
+                    voice = cloner(ch, sp.label, voice)
                 voices[sp.label] = asdict(voice)
                 assigned[sp.label] = {"character_id": ch.id, "name": ch.name, "similarity": match.similarity,
                                       "new": match.is_new, "by": match.by}
@@ -82,6 +124,7 @@ def cast(context: dg.AssetExecutionContext, dubbing: DubbingResource, speakers: 
     rows = [{"speaker": k, **v, "voice": voices[k]["voice"], "pitch": voices[k]["pitch_semitones"]}
             for k, v in assigned.items()]
     context.add_output_metadata({
+        "mode": mode, "high_mode": high_note or ("voice cloning" if mode == "high" else "off"),
         "characters": len(assigned), "new_characters": sum(1 for v in assigned.values() if v["new"]),
         "cast_file": dg.MetadataValue.path(str(cast_path)),
         "cast": dg.MetadataValue.md(md_table(rows, ["speaker", "character_id", "name", "similarity", "new",
@@ -107,6 +150,10 @@ def dub_speech(context: dg.AssetExecutionContext, dubbing: DubbingResource, tran
     duration = float(source_media["probe"].get("duration_s") or max(ln.end for ln in tr.lines) + 1.0)
     with user_errors():
         engine = get_engine("piper", registry=dubbing.registry)
+        if any(v.engine == "xtts" for v in voices.values()):
+            from dubbing_assets.core.cloning import VerifiedCloneEngine
+
+            engine = VerifiedCloneEngine(get_engine("xtts", registry=dubbing.registry), engine)
         default = next(iter(voices.values()), None)
         fits = fit_lines(tr.lines, voices, engine, work / "clips", media_end=duration, cache=cache,
                          default_voice=default)
@@ -122,6 +169,8 @@ def dub_speech(context: dg.AssetExecutionContext, dubbing: DubbingResource, tran
         "cache_hits": cache.hits, "cache_misses": cache.misses,
         "overflows": len(overflow), "engine": engine.version,
         "fit": dg.MetadataValue.md(md_table(rows, list(rows[0])) if rows else "")})
+    if hasattr(engine, "report"):
+        context.add_output_metadata({"cloning": dg.MetadataValue.json(engine.report())})
     return {"clips": [{"fit": f.to_dict(), "audio": MediaHandle(f.path, "audio")} for f in fits],
             "cache": {"hits": cache.hits, "misses": cache.misses}, "engine": engine.version}
 
@@ -148,12 +197,54 @@ def dub_mix(context: dg.AssetExecutionContext, dubbing: DubbingResource, audio_s
             "loudness": result.to_dict()}
 
 
+@dg.asset(partitions_def=PARTITIONS, group_name=GROUP, kinds={"opencv"}, code_version="1", pool=GPU_POOL,
+          description="High mode: lips re-rendered to follow the dub (Wav2Lip plugin, found through entry points); "
+                      "with no face (animation, usually) the original video is kept and the reason recorded. "
+                      "Low mode: skipped.")
+def lip_sync(context: dg.AssetExecutionContext, dubbing: DubbingResource, source_media: dict[str, Any],
+             dub_mix: dict[str, Any]) -> dict[str, Any]:
+    mode = source_media["record"].get("mode", "low")
+    if mode != "high" or not source_media.get("has_video"):
+        reason = "low mode: lip-sync runs in high mode only" if mode != "high" else "no video stream"
+        context.add_output_metadata({"synced": False, "reason": reason})
+        return {"synced": False, "reason": reason}
+    from dubbing_assets.core import library, lipsync
+    from dubbing_assets.errors import ModelNotFoundError
+
+    work = dubbing.workdir("lip_sync")
+    with user_errors():
+        plugin = lipsync.get_plugin("wav2lip", registry=dubbing.registry)
+        try:
+            result = plugin.sync(Path(source_media["media"].path), Path(dub_mix["mix"].path), work / "synced.mp4")
+        except ModelNotFoundError as exc:
+            # The dub is still worth delivering: keep the original picture and say why.
+            reason = f"lip-sync model not installed, original video kept: {exc}"
+            context.log.warning(reason)
+            context.add_output_metadata({"synced": False, "reason": reason})
+            return {"synced": False, "reason": reason}
+        folder = library.episode_dir(dubbing.settings.output, _series(source_media), context.partition_key)
+        folder.mkdir(parents=True, exist_ok=True)
+        shown = lipsync.preview(Path(source_media["media"].path), Path(result.video_path),
+                                folder / "lipsync_preview.png", clip_out=folder / "lipsync_preview.mp4")
+    png = folder / "lipsync_preview.png"
+    meta: dict[str, Any] = {"synced": result.synced, "reason": result.reason or "", "plugin": result.plugin,
+                            "face_frames": result.face_frames, "frames": result.frames}
+    if png.exists():
+        meta["preview"] = dg.MetadataValue.md(
+            f"![before/after](data:image/png;base64,{base64.b64encode(png.read_bytes()).decode()})")
+    context.add_output_metadata(meta)
+    out = result.to_dict() | {"preview": {k: str(v) for k, v in (shown or {}).items()}}
+    if result.synced:
+        out["video"] = MediaHandle(result.video_path, "video")
+    return out
+
+
 @dg.asset(partitions_def=PARTITIONS, group_name=GROUP, kinds={"ffmpeg"}, code_version="1",
           description="The delivery: original video copied, dub as default track, original audio second, "
                       "target-language subtitles plus the originals, chapters kept; written atomically to "
                       "library/<series>/<episode>/.")
 def dubbed_video(context: dg.AssetExecutionContext, dubbing: DubbingResource, source_media: dict[str, Any],
-                 dub_mix: dict[str, Any], translation: dict[str, Any]) -> dict[str, Any]:
+                 dub_mix: dict[str, Any], translation: dict[str, Any], lip_sync: dict[str, Any]) -> dict[str, Any]:
     from dubbing_assets.core import library
     from dubbing_assets.core.media import normalize_language
     from dubbing_assets.core.mux import mux, verify_delivery
@@ -169,11 +260,14 @@ def dubbed_video(context: dg.AssetExecutionContext, dubbing: DubbingResource, so
     with user_errors():
         subs_path = write_subtitles(tr, work / f"{key}.{tr.target_language}.{'ass' if container == 'mkv' else 'srt'}")
         out = folder / f"{key}.{container}"
+        synced = lip_sync["video"].path if lip_sync.get("synced") else None
+        if synced:
+            context.log.info("delivering the lip-synced video (re-encoded); original audio and subtitles kept")
         result = mux(source_media["media"].path, dub_mix["mix"].path, source_media["audio_stream"],
                      [(subs_path, tr.target_language, f"{tr.target_language} (dub)")], out, container=container,
                      dub_language=tr.target_language,
                      original_language=normalize_language(source_media.get("audio_language")) or "und",
-                     title=source_media["probe"].get("title"))
+                     title=source_media["probe"].get("title"), video_from=synced)
         check = verify_delivery(out)
     context.add_output_metadata({"path": dg.MetadataValue.path(str(out)), "size": out.stat().st_size,
                                  "streams": dg.MetadataValue.md(md_table(

@@ -7,6 +7,7 @@ from typing import Any
 import dagster as dg
 
 from dubbing_assets.core.model import MediaHandle, Script, Speakers, Translation
+from dubbing_assets.errors import ModelNotFoundError
 from dubbing_assets.orchestration.assets.common import (
     GPU_POOL,
     GROUP,
@@ -73,15 +74,19 @@ def audio_stems(context: dg.AssetExecutionContext, dubbing: DubbingResource,
         original = media.extract_audio(source_media["media"].path, work / "original.wav",
                                        stream_index=source_media["audio_stream"])
         separator: Any = stems.get_separator("signal")
+        note = ""
         if mode == "high":
             try:
-                separator = stems.get_separator("demucs")
-            except Exception as exc:  # noqa: BLE001 - report and keep going in low-mode separation
-                context.log.warning(f"high mode: Demucs unavailable ({exc}); using signal separation")
-                separator = stems.get_separator("signal")
-        dialogue, background = separator.separate(original, work)
+                demucs = stems.get_separator("demucs", allow_download=dubbing.allow_download)
+                dialogue, background = demucs.separate(original, work)
+                separator = demucs
+            except ModelNotFoundError as exc:
+                note = f"Demucs unavailable, signal separation used: {exc}"
+                context.log.warning(note)
+        if separator.name == "signal":
+            dialogue, background = separator.separate(original, work)
     info = dict(getattr(separator, "last_info", {}) or {})
-    context.add_output_metadata({"separator": getattr(separator, "name", type(separator).__name__),
+    context.add_output_metadata({"separator": getattr(separator, "name", type(separator).__name__), "note": note,
                                  "mode": info.get("mode", ""), "speech_s": info.get("speech_s", 0.0),
                                  "sample_rate": info.get("sample_rate", 0), "channels": info.get("channels", 0)})
     return {"original": MediaHandle(str(original), "audio"), "dialogue": MediaHandle(str(dialogue), "audio"),
