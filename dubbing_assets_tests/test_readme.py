@@ -27,3 +27,15 @@ def test_quick_start_has_exactly_two_commands() -> None:
     ci = (ROOT / ".ci" / "run").read_text()
     test_cmd = commands[1].split("#")[0].strip()
     assert test_cmd in ci, f".ci/run must run the README's test command {test_cmd!r}"
+
+
+def test_asset_graph_picture_matches_the_code() -> None:
+    from dubbing_assets.definitions import defs
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = readme.split("```mermaid", 1)[1].split("```", 1)[0]
+    drawn = set(re.findall(r"^\s*([a-z_]+) --> ([a-z_]+)\s*$", block, re.M))
+    graph = defs.resolve_asset_graph()
+    real = {(p.to_user_string(), k.to_user_string()) for k in graph.get_all_asset_keys()
+            for p in graph.get(k).parent_keys}
+    assert drawn == real
