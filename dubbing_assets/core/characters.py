@@ -20,9 +20,7 @@ Payload (UTF-8 JSON, inside the encryption)::
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
-import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -38,6 +36,7 @@ from dubbing_assets.core.crypto import (
     encrypt_bytes,
     inspect_bytes,
 )
+from dubbing_assets.core.fsutil import file_lock
 from dubbing_assets.errors import DubbingError
 
 PAYLOAD_VERSION = 1
@@ -201,14 +200,8 @@ class CharacterStore:
 def store_lock(path: Path) -> Iterator[None]:
     """Hold an exclusive ``flock`` on the sidecar ``<path>.lock`` (blocks until it is free)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock_path = path.with_name(path.name + ".lock")
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with file_lock(path.with_name(path.name + ".lock")):
         yield
-    finally:
-        os.close(fd)  # closing releases the lock
 
 
 @contextlib.contextmanager

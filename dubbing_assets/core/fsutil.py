@@ -6,10 +6,13 @@ leaves the old file or the new one, never half of one.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +34,10 @@ def atomic_write_bytes(path: Path, data: bytes, *, mode: int = 0o644) -> None:
         raise
 
 
+def atomic_write_text(path: Path, text: str, *, mode: int = 0o644) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"), mode=mode)
+
+
 def atomic_write_json(path: Path, data: Any, *, mode: int = 0o644) -> None:
     atomic_write_bytes(path, (json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode(),
                        mode=mode)
@@ -47,3 +54,20 @@ def file_sha256(path: Path) -> str:
         while block := fh.read(CHUNK):
             digest.update(block)
     return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def file_lock(lock_path: Path) -> Iterator[None]:
+    """Hold an exclusive advisory `flock` on `lock_path` (created 0600) for the `with` block.
+
+    Serialises read-modify-write cycles between processes (series index,
+    character store, joining a split model); writes stay atomic without it.
+    """
+    lock_path = Path(lock_path)
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock

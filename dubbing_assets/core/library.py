@@ -15,15 +15,13 @@ Manifests are written atomically; `created_at` survives rewrites and
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from dubbing_assets.core.fsutil import atomic_write_text, file_lock
 from dubbing_assets.core.model import Voice
 from dubbing_assets.errors import ConfigError, UnsafeNameError
 
@@ -85,40 +83,8 @@ def cast_file_path(output_root: Path | str, series: str) -> Path:
 # atomic writes and the lock
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _write_json(path: Path, data: Any) -> None:
-    _atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
-
-
-@contextlib.contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """An exclusive advisory lock on `path` (created if needed), held for the `with` block."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+b") as handle:
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - non-POSIX: the atomic rename still keeps files whole
-            yield
-            return
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
 
 
 # --------------------------------------------------------------------------------------------
@@ -312,4 +278,4 @@ def write_cast_file(
         doc["series"] = check_slug(series, "series")
     doc["characters"] = characters
     header = "# Voices per character id. Edit a line to change how a character sounds in every episode.\n"
-    _atomic_write_text(Path(path), header + yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
+    atomic_write_text(Path(path), header + yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))

@@ -24,12 +24,13 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from importlib.util import find_spec
 from pathlib import Path
 
+from dubbing_assets.core.fsutil import file_lock
 from dubbing_assets.core.settings import Settings
 from dubbing_assets.errors import ModelNotFoundError
 
@@ -110,27 +111,6 @@ def _package_file(module: str, rel: str) -> Path | None:
     except (ModuleNotFoundError, TypeError):
         return None
     return path if path.is_file() else None
-
-
-@contextlib.contextmanager
-def _exclusive_lock(lock_path: Path) -> Iterator[None]:
-    """Hold an advisory lock so racing processes join a split model only once.
-
-    The atomic rename below keeps the result correct even without the lock
-    (on platforms without ``fcntl``); the lock only avoids duplicate work.
-    """
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a+b") as handle:
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - non-POSIX
-            yield
-            return
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -259,7 +239,7 @@ class ModelRegistry:
         if self._is_complete(target, sources):
             return target
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        with _exclusive_lock(self.cache_dir / f".{name}.lock"):
+        with file_lock(self.cache_dir / f".{name}.lock"):
             if self._is_complete(target, sources):  # another process finished meanwhile
                 return target
             tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-{uuid.uuid4().hex[:8]}-", dir=self.cache_dir))

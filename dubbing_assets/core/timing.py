@@ -28,7 +28,6 @@ import json
 import os
 import shutil
 import tempfile
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -273,18 +272,12 @@ class LineCache:
     ) -> SynthResult:
         """The cached line for `key`, made with `produce(path)` on a miss; copied to `out_wav` if given."""
         self.keys_used.append(key)
-        path = self.path_for(key)
-        if path.is_file():
+        path = self.get(key)
+        if path is not None:
             self.hits += 1
         else:
             self.misses += 1
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.stem}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp.wav")
-            try:
-                produce(tmp)
-                os.replace(tmp, path)
-            finally:
-                tmp.unlink(missing_ok=True)
+            path = self._store(key, produce)
         import soundfile as sf
 
         info = sf.info(str(path))
@@ -294,6 +287,18 @@ class LineCache:
             shutil.copyfile(path, out_wav)
             target = Path(out_wav)
         return SynthResult(target, info.frames / info.samplerate, int(info.samplerate))
+
+    def _store(self, key: str, produce: Callable[[Path], SynthResult]) -> Path:
+        """Make the line with `produce` and keep it; return a readable WAV's path (subclasses override)."""
+        path = self.path_for(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.wav")
+        try:
+            produce(tmp)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return path
 
     @property
     def stats(self) -> dict[str, int]:

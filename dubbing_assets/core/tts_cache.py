@@ -7,7 +7,6 @@ AES-GCM format; plaintext copies live only in the step's scratch folder.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -35,24 +34,10 @@ class EncryptedLineCache(LineCache):
             decrypt_file(path, plain, self.keyring)
         return plain
 
-    def fetch(self, key: str, produce: Callable[[Path], SynthResult], out_wav: Path | None = None) -> SynthResult:
-        self.keys_used.append(key)
-        plain = self.get(key)
-        if plain is not None:
-            self.hits += 1
-        else:
-            self.misses += 1
-            plain = self.scratch / f"{key}.wav"
-            produce(plain)
-            enc = self.path_for(key)
-            enc.parent.mkdir(parents=True, exist_ok=True)
-            encrypt_file(plain, enc, self.keyring)
-        import soundfile as sf
-
-        info = sf.info(str(plain))
-        target = plain
-        if out_wav is not None and Path(out_wav) != plain:
-            Path(out_wav).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(plain, out_wav)
-            target = Path(out_wav)
-        return SynthResult(target, info.frames / info.samplerate, int(info.samplerate))
+    def _store(self, key: str, produce: Callable[[Path], SynthResult]) -> Path:
+        plain = self.scratch / f"{key}.wav"
+        produce(plain)
+        enc = self.path_for(key)
+        enc.parent.mkdir(parents=True, exist_ok=True)
+        encrypt_file(plain, enc, self.keyring)
+        return plain

@@ -11,7 +11,6 @@ removed when the step ends.
 
 
 import json
-import os
 import re
 import shutil
 import tempfile
@@ -28,6 +27,7 @@ from dubbing_assets.core.crypto import (
     encrypt_bytes,
     encrypt_file,
 )
+from dubbing_assets.core.fsutil import atomic_write_text
 from dubbing_assets.core.model import MediaHandle
 from dubbing_assets.core.safepath import safe_join
 from dubbing_assets.core.settings import load_settings
@@ -37,19 +37,6 @@ from dubbing_assets.orchestration.resources import keyring_from_settings
 _ASSET_PART = re.compile(r"^[a-z0-9_]{1,80}$")
 _PARTITION = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,118}[a-z0-9])?$")
 MEDIA_MARK = "__media__"
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class EncryptedIOManager(dg.ConfigurableIOManager):
@@ -86,7 +73,7 @@ class EncryptedIOManager(dg.ConfigurableIOManager):
             blob = encrypt_bytes(json.dumps(value, sort_keys=True).encode("utf-8"), ring)
             value_path = version / "value.json.enc"
             value_path.write_bytes(blob)
-            _atomic_write_text(target / "CURRENT", version.name)
+            atomic_write_text(target / "CURRENT", version.name)
         except BaseException:
             shutil.rmtree(version, ignore_errors=True)
             raise
