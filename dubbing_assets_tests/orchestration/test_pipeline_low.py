@@ -138,3 +138,35 @@ def test_voice_range_guides_casting(dubbed) -> None:
     assert float(f0["Aiko"]) > 200 > 120 > float(f0["Kenji"])
     voices = dubbed["result"].output_for_node("cast")["voices"]
     assert voices["Aiko"]["pitch_semitones"] > 0 >= voices["Kenji"]["pitch_semitones"]
+
+
+def test_cast_file_pin_changes_one_voice(dubbed) -> None:
+    """A user pins Kenji's voice in library/<series>/cast.yaml: only Kenji's lines are re-synthesized."""
+    import yaml
+
+    settings = dubbed["settings"]
+    path = settings.output / "alpha-series" / "cast.yaml"
+    doc = yaml.safe_load(path.read_text())
+    kenji = next(cid for cid, c in doc["characters"].items() if c.get("name") == "Kenji")
+    doc["characters"][kenji]["pitch_semitones"] = -6.0
+    path.write_text(yaml.safe_dump(doc))
+    stages = ["cast", "dub_speech", "dub_mix", "lip_sync", "dubbed_video", "qa_report", "library_entry"]
+    result = run_stages(dubbed["instance"], dubbed["key"], stages)
+    assert result.success, step_failures(result)
+    assert result.output_for_node("cast")["voices"]["Kenji"]["pitch_semitones"] == -6.0
+    speech = materialization_metadata(result, "dub_speech")
+    assert speech["lines_synthesized"] == 2 and speech["lines_from_cache"] == 2
+
+
+def test_second_episode_reuses_the_series_characters(dubbed) -> None:
+    from dubbing_assets_tests.orchestration.pipeline_helpers import prepare_episode as prep
+
+    instance, key = prep(dubbed["home"], episode="e02")
+    result = run_stages(instance, key)
+    assert result.success, step_failures(result)
+    chars = result.output_for_node("cast")["characters"]
+    first = dubbed["result"].output_for_node("cast")["characters"]
+    assert {k: v["character_id"] for k, v in chars.items()} == {k: v["character_id"] for k, v in first.items()}
+    assert not any(v["new"] for v in chars.values())
+    index = json.loads((dubbed["settings"].output / "alpha-series" / "index.json").read_text())
+    assert {"alpha-series-e01", "alpha-series-e02"} <= set(json.dumps(index).split('"'))
