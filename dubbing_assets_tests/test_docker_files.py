@@ -1,0 +1,190 @@
+"""The deployment files in docker/ hang together (no image can be built on this offline machine).
+
+Checks what can be checked without Docker: the compose file parses and wires
+the services, volumes, network and secret together; docker/dagster.yaml (and
+its GPU variant) pass Dagster's own instance config schema, the Postgres
+storage and DockerRunLauncher config schemas, and carry the same `concurrency:`
+block as the embedded instance; the workspace points at the code server.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+DOCKER = REPO / "docker"
+SERVICES = ("postgres", "code", "webserver", "daemon")
+PG_ENV = {"DAGSTER_PG_USERNAME": "dagster", "DAGSTER_PG_PASSWORD": "secret", "DAGSTER_PG_HOST": "postgres",
+          "DAGSTER_PG_DB": "dagster", "DAGSTER_PG_PORT": "5432", "DUBBING_RUN_IMAGE": "dubbing-assets:cpu"}
+
+
+def _yaml(name: str) -> dict[str, Any]:
+    return yaml.safe_load((DOCKER / name).read_text())
+
+
+@pytest.fixture
+def compose() -> dict[str, Any]:
+    return _yaml("docker-compose.yaml")
+
+
+@pytest.fixture
+def pg_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in PG_ENV.items():
+        monkeypatch.setenv(name, value)
+
+
+def _command(service: dict[str, Any]) -> list[str]:
+    cmd = service.get("command", [])
+    return cmd.split() if isinstance(cmd, str) else list(cmd)
+
+
+def _mounts(service: dict[str, Any]) -> dict[str, str]:
+    """container path -> source of each `source:target[:mode]` volume entry."""
+    out = {}
+    for entry in service.get("volumes", []):
+        match = re.fullmatch(r"(?P<src>.+?):(?P<dst>/[^:]*)(?::(?:ro|rw))?", entry)
+        assert match, f"volume entry {entry!r} is not source:/target[:mode]"
+        out[match["dst"]] = match["src"]
+    return out
+
+
+def test_compose_services_and_wiring(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert set(SERVICES) <= set(services), f"missing services: {set(SERVICES) - set(services)}"
+    assert _command(services["code"]) == ["dagster", "code-server", "start", "-m", "dubbing_assets.definitions",
+                                          "-h", "0.0.0.0", "-p", "4000"]
+    web, daemon = _command(services["webserver"]), _command(services["daemon"])
+    assert web[0] == "dagster-webserver" and daemon[:2] == ["dagster-daemon", "run"]
+    for cmd in (web, daemon):
+        assert cmd[cmd.index("-w") + 1] == "/opt/dubbing/docker/workspace.yaml", cmd
+    for name in ("code", "webserver", "daemon"):
+        svc = services[name]
+        mounts = _mounts(svc)
+        assert mounts.get("/data/dubbing") == "dubbing_home", f"{name} lacks the shared DUBBING_HOME volume"
+        assert svc["environment"]["DUBBING_HOME"] == "/data/dubbing"
+        assert mounts.get("/opt/dagster/dagster_home/dagster.yaml", "").endswith(
+            "${DUBBING_INSTANCE_YAML:-dagster.yaml}"), f"{name} does not mount the instance file"
+        assert svc["environment"]["DAGSTER_PG_HOST"] == "postgres"
+        assert svc["depends_on"]["postgres"]["condition"] == "service_healthy"
+        assert "dubbing_network" in svc["networks"]
+    for name in ("webserver", "daemon"):
+        assert services[name]["depends_on"]["code"]["condition"] == "service_healthy"
+        assert "/var/run/docker.sock" in _mounts(services[name]), f"{name} needs the Docker socket"
+    # the key reaches the daemon as a secret file, never as a literal in the compose file
+    daemon_svc = services["daemon"]
+    assert "dubbing_key" in daemon_svc["secrets"] and "dubbing_key" in compose["secrets"]
+    assert daemon_svc["environment"]["DUBBING_KEY_FILE"] == "/run/secrets/dubbing_key"
+    assert daemon_svc["environment"]["DUBBING_INSTANCE_INIT"] == "1"
+    assert all("DUBBING_KEY" not in svc.get("environment", {}) for svc in services.values())
+    # the code server names the image runs use
+    assert "DAGSTER_CURRENT_IMAGE" in services["code"]["environment"]
+    # the GPU check reserves the GPU with compose's deploy resources
+    devices = services["gpu-check"]["deploy"]["resources"]["reservations"]["devices"]
+    assert devices[0]["capabilities"] == ["gpu"]
+    # fixed names, because the run launcher refers to them
+    assert compose["volumes"]["dubbing_home"]["name"] == "dubbing_home"
+    assert compose["volumes"]["dagster_storage"]["name"] == "dagster_storage"
+    assert compose["networks"]["dubbing_network"]["name"] == "dubbing_network"
+
+
+def test_compose_config_validates_when_a_compose_cli_exists(tmp_path: Path) -> None:
+    """`docker compose config` (or docker-compose) validates the file where one is installed."""
+    cli = None
+    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True,
+                                                 timeout=30).returncode == 0:
+        cli = ["docker", "compose"]
+    elif shutil.which("docker-compose"):
+        cli = ["docker-compose"]
+    if cli is None:
+        pytest.skip("no docker compose CLI here; the YAML checks above cover the file")
+    key = tmp_path / "dubbing_key"
+    key.write_text("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n")
+    env = {"PATH": "/usr/bin:/bin:/usr/local/bin", "DUBBING_KEY_FILE_HOST": str(key)}
+    proc = subprocess.run([*cli, "-f", str(DOCKER / "docker-compose.yaml"), "config", "--quiet"],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("name", ["dagster.yaml", "dagster.gpu.yaml"])
+def test_instance_config_passes_dagster_schemas(name: str, tmp_path: Path, pg_env: None) -> None:
+    from dagster._config import process_config
+    from dagster._core.instance.config import dagster_instance_config
+    from dagster_docker import DockerRunLauncher
+    from dagster_postgres import DagsterPostgresStorage
+
+    shutil.copy(DOCKER / name, tmp_path / "dagster.yaml")
+    config, custom_class = dagster_instance_config(str(tmp_path))  # raises DagsterInvalidConfigError
+    assert custom_class is None
+
+    storage = config["storage"]["postgres"]
+    result = process_config(DagsterPostgresStorage.config_type(), storage)
+    assert result.success, result.errors
+    assert result.value["postgres_db"]["hostname"] == "postgres"
+    # SQLAlchemy >= 2.1 maps a bare `postgresql://` to psycopg (v3); dagster-postgres ships psycopg2
+    assert result.value["postgres_db"]["scheme"] == "postgresql+psycopg2"
+
+    launcher = config["run_launcher"]
+    assert (launcher["module"], launcher["class"]) == ("dagster_docker", "DockerRunLauncher")
+    result = process_config(DockerRunLauncher.config_type(), launcher["config"])
+    assert result.success, result.errors
+    DockerRunLauncher(**result.value)  # the launcher's own checks (no Docker needed to construct it)
+    kwargs = result.value["container_kwargs"]
+    compose = _yaml("docker-compose.yaml")
+    assert set(kwargs["volumes"]) <= set(compose["volumes"]), "run containers mount volumes compose lacks"
+    assert kwargs["volumes"]["dubbing_home"]["bind"] == "/data/dubbing"
+    assert result.value["network"] in {n["name"] for n in compose["networks"].values()}
+    assert {"DUBBING_KEY", "DUBBING_HOME", "DAGSTER_PG_PASSWORD"} <= set(result.value["env_vars"])
+    if name == "dagster.gpu.yaml":
+        from docker.types import DeviceRequest
+
+        reqs = [DeviceRequest(**r) for r in kwargs["device_requests"]]
+        assert reqs[0]["Capabilities"] == [["gpu"]] and reqs[0]["Driver"] == "nvidia"
+    else:
+        assert "device_requests" not in kwargs
+
+    assert config["run_coordinator"]["class"] == "QueuedRunCoordinator"
+    assert config["run_monitoring"]["enabled"] is True
+
+
+def test_concurrency_matches_the_embedded_instance() -> None:
+    root = yaml.safe_load((REPO / "dagster.yaml").read_text())
+    for name in ("dagster.yaml", "dagster.gpu.yaml"):
+        assert _yaml(name)["concurrency"] == root["concurrency"], f"docker/{name} concurrency drifted"
+
+
+def test_gpu_variant_differs_only_by_device_requests() -> None:
+    cpu, gpu = _yaml("dagster.yaml"), _yaml("dagster.gpu.yaml")
+    gpu["run_launcher"]["config"]["container_kwargs"].pop("device_requests")
+    assert gpu == cpu
+
+
+def test_workspace_points_at_the_code_server(compose: dict[str, Any]) -> None:
+    from dagster._core.workspace.config_schema import ensure_workspace_config
+
+    workspace = _yaml("workspace.yaml")
+    ensure_workspace_config(workspace, str(DOCKER / "workspace.yaml"))
+    entry = workspace["load_from"][0]["grpc_server"]
+    code_cmd = _command(compose["services"]["code"])
+    assert entry["host"] == "code" and entry["port"] == int(code_cmd[code_cmd.index("-p") + 1])
+    assert entry["location_name"] == "dubbing_assets"
+
+
+def test_dockerfiles_install_the_project_and_ffmpeg() -> None:
+    cpu = (DOCKER / "Dockerfile").read_text()
+    cuda = (DOCKER / "Dockerfile.cuda").read_text()
+    assert cpu.startswith("#") and "FROM python:3.11-slim" in cpu
+    assert "FROM nvidia/cuda:" in cuda and "download.pytorch.org/whl/cu" in cuda
+    for text in (cpu, cuda):
+        assert "ffmpeg" in text and "pip install" in text
+        assert 'ENTRYPOINT ["tini", "--", "dubbing-entrypoint"]' in text
+    entry = (DOCKER / "entrypoint.sh").read_text()
+    assert entry.startswith("#!/bin/sh") and "dubbing instance init" in entry and 'exec "$@"' in entry
+    proc = subprocess.run(["sh", "-n", str(DOCKER / "entrypoint.sh")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
