@@ -131,47 +131,70 @@ def _quarantine_reason(settings: Settings, key: str, since: float) -> str | None
     return None
 
 
+def _pending_requests(settings: Settings, key: str) -> list[Path]:
+    """Submit or rerun requests for `key` that the sensor has not consumed yet."""
+    from dubbing_assets.core.requests import pending_reruns, submit_request_path
+
+    pending = [p for p in [submit_request_path(settings.requests, key)] if p.exists()]
+    for path in pending_reruns(settings.requests):
+        try:
+            if json.loads(path.read_text()).get("episode") == key:
+                pending.append(path)
+        except (OSError, ValueError, AttributeError):
+            continue
+    return pending
+
+
 def cmd_wait(args: argparse.Namespace) -> int:
-    """Exit 0 on success, 1 on failure, 2 on timeout."""
+    """Exit 0 on success, 1 on failure, 2 on timeout.
+
+    Waits while a request for the episode is still pending (the sensor has not
+    read it), then follows the run the sensor asked for last (`last_run_key`
+    in the episode record). Identical content submitted again asks for no new
+    run, so the last run's outcome stands.
+    """
     settings = load_settings()
     instance = _instance()
     key = check_slug(args.episode, "episode key")
     deadline = time.monotonic() + args.timeout
     started = time.time()
-    sub = settings.requests / f"submit-{key}.json"
-    since = json.loads(sub.read_text()).get("submitted_at", 0.0) if sub.exists() else 0.0
     last_status = None
     while time.monotonic() < deadline:
+        pending = _pending_requests(settings, key)
         record = _record(settings, key)
-        runs = _episode_runs(instance, key)
-        current = None
-        if record:
-            wanted = f":{record['fingerprint'][:16]}"
-            fresh = [r for r in runs if (r.tags.get("dagster/run_key", "").endswith(wanted))
-                     or (instance.get_run_record_by_id(r.run_id).create_timestamp.timestamp() >= since)]
-            current = fresh[0] if fresh else None
-        if current is not None:
-            status = current.status.value
-            if status != last_status:
-                print(f"{key}: run {current.run_id[:8]} {status}", flush=True)
-                last_status = status
-            if status in TERMINAL:
-                if status == "SUCCESS":
-                    st = _status_of(settings, instance, key)
-                    if st["output"]:
-                        print(f"output: {st['output']}")
-                    return 0
-                print(f"{key}: run {current.run_id} ended {status}; see `dubbing status {key}` or the web UI",
-                      file=sys.stderr)
-                return 1
-        else:
-            reason = _quarantine_reason(settings, key, since or started)
-            if reason:
+        if pending:
+            reason = _quarantine_reason(settings, key, started - 3600)
+            if reason and any(p.name.startswith("submit-") for p in pending):
                 print(f"{key}: the inbox sensor quarantined the file:\n{reason}", file=sys.stderr)
                 return 1
+            status = "waiting for the inbox sensor"
+        elif record is None or not record.get("last_run_key"):
+            status = "not submitted" if record is None else "waiting for the inbox sensor"
+        else:
+            wanted = record["last_run_key"]
+            runs = [r for r in _episode_runs(instance, key) if r.tags.get("dagster/run_key") == wanted]
+            if not runs:
+                status = "run requested, not created yet"
+            else:
+                run = runs[0]
+                status = run.status.value
+                if status in TERMINAL:
+                    print(f"{key}: run {run.run_id[:8]} {status}", flush=True)
+                    if status == "SUCCESS":
+                        st = _status_of(settings, instance, key)
+                        if st["output"]:
+                            print(f"output: {st['output']}")
+                        return 0
+                    print(f"{key}: run {run.run_id} ended {status}; see `dubbing status {key}` or the web UI",
+                          file=sys.stderr)
+                    return 1
+                status = f"run {run.run_id[:8]} {status}"
+        if status != last_status:
+            print(f"{key}: {status}", flush=True)
+            last_status = status
         time.sleep(args.poll)
-    print(f"{key}: timed out after {args.timeout}s (last status: {last_status or 'not queued yet'}); "
-          "is dagster-daemon running?", file=sys.stderr)
+    print(f"{key}: timed out after {args.timeout}s (last status: {last_status}); is dagster-daemon running?",
+          file=sys.stderr)
     return 2
 
 

@@ -108,6 +108,8 @@ class ScanResult:
     deferred: int = 0  # ready files left for the next tick by the cap
     collisions: list[str] = field(default_factory=list)
     seen: int = 0
+    #: Keys whose file was dropped in again with content already requested (nothing to run).
+    unchanged: list[str] = field(default_factory=list)
 
 
 _SCHEMA = """
@@ -212,6 +214,7 @@ class InboxScanner:
                 # Touched or copied over with the same bytes: already requested, nothing to do.
                 self.db.execute("UPDATE files SET stable=1, fingerprint=? WHERE relpath=?", (fingerprint, relpath))
                 result.seen += 1
+                result.unchanged.append(key)
                 continue
             row = self.db.execute("SELECT last_fp, revision FROM keys WHERE key=?", (key,)).fetchone()
             if row is not None and row[0] == fingerprint:
@@ -219,6 +222,7 @@ class InboxScanner:
                 self.db.execute("UPDATE files SET stable=1, fingerprint=?, key=?, requested=? WHERE relpath=?",
                                 (fingerprint, key, fingerprint, relpath))
                 result.seen += 1
+                result.unchanged.append(key)
                 continue
             if collided:
                 result.collisions.append(f"{relpath} -> {key} (base key taken by another file)")

@@ -64,12 +64,15 @@ def inbox_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
                 with contextlib.suppress(OSError):
                     archive(submit_request_path(settings.requests, ep.key), outcome="failed")
                 opts = None
-            opts = opts or SubmitOptions(owner=settings.owner, target_lang=settings.target_lang)
+            opts = opts or _previous_options(settings, ep.key) or SubmitOptions(
+                owner=settings.owner, target_lang=settings.target_lang)
             record = {"key": ep.key, "series": ep.series, "source": ep.relpath, "fingerprint": ep.fingerprint,
                       "size": ep.size, "sidecars": ep.sidecars, "owner": opts.owner, "mode": opts.mode,
                       "target_lang": opts.target_lang, "priority": opts.priority,
-                      "visibility": opts.visibility, "submitted_at": opts.submitted_at}
+                      "visibility": opts.visibility, "submitted_at": opts.submitted_at,
+                      "last_run_key": ep.run_key}
             write_episode_record(settings.episodes, ep.key, record)
+            _consume_submit_request(settings, ep.key)
             if ep.key not in known:
                 new_keys.append(ep.key)
                 known.add(ep.key)
@@ -81,6 +84,9 @@ def inbox_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
             ))
             scanner.mark_requested(ep)
             context.log.info(f"{'changed' if ep.changed else 'new'} episode {ep.key} from {ep.relpath!r}")
+
+        for key in scan.unchanged:
+            _consume_submit_request(settings, key)  # same content again: nothing to run, the request is done
 
         budget = max(0, settings.sensor_max_requests - len(run_requests))
         for path in pending_reruns(settings.requests)[:budget]:
@@ -112,6 +118,33 @@ def _record(settings, key: str) -> dict | None:
     return json.loads(path.read_text()) if is_slug(key) and path.exists() else None
 
 
+def _previous_options(settings, key: str) -> SubmitOptions | None:
+    """A changed file dropped straight into the inbox keeps the options it was submitted with."""
+    record = _record(settings, key)
+    if not record:
+        return None
+    fields = {k: record[k] for k in ("owner", "mode", "target_lang", "priority", "visibility") if k in record}
+    try:
+        return SubmitOptions(**fields).validate()
+    except (TypeError, ValueError):
+        return None
+
+
+def _consume_submit_request(settings, key: str) -> None:
+    """Archive the submit request: `dubbing wait` waits while one is pending."""
+    path = submit_request_path(settings.requests, key)
+    if path.exists():
+        with contextlib.suppress(OSError):
+            archive(path, outcome="done")
+
+
+def _note_run_key(settings, key: str, run_key: str) -> None:
+    """Remember the latest run asked for this episode, so `dubbing wait` follows that one."""
+    record = _record(settings, key)
+    if record is not None:
+        write_episode_record(settings.episodes, key, {**record, "last_run_key": run_key})
+
+
 @functools.cache
 def _asset_graph():
     from dubbing_assets.orchestration.assets import render, understand
@@ -130,6 +163,7 @@ def _downstream(stage: str) -> list[dg.AssetKey]:
 def _selection_request(key: str, stage: str, run_key: str, settings) -> dg.RunRequest:
     record = _record(settings, key) or {}
     mode = record.get("mode", "low")
+    _note_run_key(settings, key, run_key)
     return dg.RunRequest(
         run_key=run_key,
         partition_key=key,
