@@ -169,8 +169,7 @@ def test_graphql_lists_materializations_and_check_results(ui: dict[str, Any]) ->
     assert len(names) >= 3, f"qa_report has too few asset checks: {names}"
     results = {}
     for name in names:
-        # No partition filter: the qa_report check specs carry no partitions_def, so Dagster
-        # records their executions without a partition key (the run id ties them to the episode).
+        # The check specs are partitioned by episode, so each execution names its episode.
         data = graphql(ui["base"], """
             query Exec($name: String!) {
               assetCheckExecutions(assetKey: {path: ["qa_report"]}, checkName: $name, limit: 5) {
@@ -179,7 +178,7 @@ def test_graphql_lists_materializations_and_check_results(ui: dict[str, Any]) ->
         assert executions, f"check {name} has no execution"
         latest = executions[0]
         assert latest["runId"] == run_id, f"check {name}: latest execution is not from {run_id}: {latest}"
-        assert latest["partition"] in (None, key), latest
+        assert latest["partition"] == key, latest
         assert latest["status"] in ("SUCCEEDED", "FAILED"), latest
         assert latest["evaluation"] and latest["evaluation"]["checkName"] == name, latest
         results[name] = (latest["status"], latest["partition"])

@@ -276,7 +276,7 @@ def dubbed_video(context: dg.AssetExecutionContext, dubbing: DubbingResource, so
 
 
 @dg.asset(partitions_def=PARTITIONS, group_name=GROUP, kinds={"python"}, code_version="1",
-          check_specs=[dg.AssetCheckSpec(name, asset="qa_report") for name in QA_CHECKS],
+          check_specs=[dg.AssetCheckSpec(name, asset="qa_report", partitions_def=PARTITIONS) for name in QA_CHECKS],
           description="Sync drift, overflows, speed factors, round-trip intelligibility (ASR of the dub), "
                       "loudness and true peak, as a report with a timeline plot and asset checks.")
 def qa_report(context: dg.AssetExecutionContext, dubbing: DubbingResource, dub_speech: dict[str, Any],
