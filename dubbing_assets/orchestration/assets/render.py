@@ -12,7 +12,15 @@ from dubbing_assets.core.model import MediaHandle, Speakers, Translation, Voice
 from dubbing_assets.orchestration.assets.common import GPU_POOL, GROUP, PARTITIONS, md_table, user_errors
 from dubbing_assets.orchestration.resources import DubbingResource
 
-QA_CHECKS = ("sync", "overflow", "speed", "loudness", "true_peak", "clipping", "intelligibility")
+QA_CHECKS = {
+    "sync": "Every dub line starts close to its source line (onset found in the rendered dub track).",
+    "overflow": "No line runs into the next one after rate, stretch and borrowed silence.",
+    "speed": "No line had to be sped up (rate x stretch) beyond what still sounds natural.",
+    "loudness": "Integrated loudness of the mix is at the target (default -23 LUFS) within 1 LU.",
+    "true_peak": "True peak of the mix (4x oversampled) stays at or below -1 dBTP.",
+    "clipping": "No sample of the mix reaches full scale.",
+    "intelligibility": "ASR of each dub line matches the translated text (mean WER).",
+}
 
 
 def _voice_for(character, pinned: dict[str, Voice], available: list[str]) -> Voice:
@@ -276,7 +284,8 @@ def dubbed_video(context: dg.AssetExecutionContext, dubbing: DubbingResource, so
 
 
 @dg.asset(partitions_def=PARTITIONS, group_name=GROUP, kinds={"python"}, code_version="1",
-          check_specs=[dg.AssetCheckSpec(name, asset="qa_report", partitions_def=PARTITIONS) for name in QA_CHECKS],
+          check_specs=[dg.AssetCheckSpec(name, asset="qa_report", partitions_def=PARTITIONS, description=text)
+                       for name, text in QA_CHECKS.items()],
           description="Sync drift, overflows, speed factors, round-trip intelligibility (ASR of the dub), "
                       "loudness and true peak, as a report with a timeline plot and asset checks.")
 def qa_report(context: dg.AssetExecutionContext, dubbing: DubbingResource, dub_speech: dict[str, Any],
