@@ -245,6 +245,8 @@ def mux(
         f"title={dub_title or _LANGUAGE_NAMES.get(dub_lang, dub_lang) + ' (dub)'}",
         "-disposition:a:0",
         "default",
+        "-disposition:v:0",
+        "default",
     ]
     if original is not None:
         orig_tag = original["metadata"].get("language") or orig_lang

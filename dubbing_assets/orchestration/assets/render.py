@@ -2,6 +2,7 @@
 
 
 import base64
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,13 @@ QA_CHECKS = {
     "clipping": "No sample of the mix reaches full scale.",
     "intelligibility": "ASR of each dub line matches the translated text (mean WER).",
 }
+
+
+with warnings.catch_warnings():
+    # Partitioned check specs are a 1.13 preview; we rely on them so each episode keeps its own results.
+    warnings.simplefilter("ignore", dg.PreviewWarning)
+    _QA_CHECK_SPECS = [dg.AssetCheckSpec(name, asset="qa_report", partitions_def=PARTITIONS, description=text)
+                       for name, text in QA_CHECKS.items()]
 
 
 def _voice_for(character, pinned: dict[str, Voice], available: list[str]) -> Voice:
@@ -76,6 +84,16 @@ def _high_mode_cloner(context, dubbing: DubbingResource, script: dict[str, Any],
         return cloning.clone_voice(character.extra["xtts"], fallback, language=target)
 
     return clone, None
+
+
+def _original_language(source_media: dict[str, Any], script: dict[str, Any]) -> str:
+    """The original track's language: its own tag, else what ASR detected, else undetermined."""
+    from dubbing_assets.core.media import normalize_language
+
+    tagged = normalize_language(source_media.get("audio_language"))
+    if tagged:
+        return tagged
+    return script["language"] if script.get("source") == "asr" and script.get("language") else "und"
 
 
 def _series(source_media: dict[str, Any]) -> str:
@@ -252,9 +270,9 @@ def lip_sync(context: dg.AssetExecutionContext, dubbing: DubbingResource, source
                       "target-language subtitles plus the originals, chapters kept; written atomically to "
                       "library/<series>/<episode>/.")
 def dubbed_video(context: dg.AssetExecutionContext, dubbing: DubbingResource, source_media: dict[str, Any],
-                 dub_mix: dict[str, Any], translation: dict[str, Any], lip_sync: dict[str, Any]) -> dict[str, Any]:
+                 dub_mix: dict[str, Any], translation: dict[str, Any], lip_sync: dict[str, Any],
+                 script: dict[str, Any]) -> dict[str, Any]:
     from dubbing_assets.core import library
-    from dubbing_assets.core.media import normalize_language
     from dubbing_assets.core.mux import mux, verify_delivery
     from dubbing_assets.core.subtitles import write_subtitles
 
@@ -274,7 +292,7 @@ def dubbed_video(context: dg.AssetExecutionContext, dubbing: DubbingResource, so
         result = mux(source_media["media"].path, dub_mix["mix"].path, source_media["audio_stream"],
                      [(subs_path, tr.target_language, f"{tr.target_language} (dub)")], out, container=container,
                      dub_language=tr.target_language,
-                     original_language=normalize_language(source_media.get("audio_language")) or "und",
+                     original_language=_original_language(source_media, script),
                      title=source_media["probe"].get("title"), video_from=synced)
         check = verify_delivery(out)
     context.add_output_metadata({"path": dg.MetadataValue.path(str(out)), "size": out.stat().st_size,
@@ -284,8 +302,7 @@ def dubbed_video(context: dg.AssetExecutionContext, dubbing: DubbingResource, so
 
 
 @dg.asset(partitions_def=PARTITIONS, group_name=GROUP, kinds={"python"}, code_version="1",
-          check_specs=[dg.AssetCheckSpec(name, asset="qa_report", partitions_def=PARTITIONS, description=text)
-                       for name, text in QA_CHECKS.items()],
+          check_specs=_QA_CHECK_SPECS,
           description="Sync drift, overflows, speed factors, round-trip intelligibility (ASR of the dub), "
                       "loudness and true peak, as a report with a timeline plot and asset checks.")
 def qa_report(context: dg.AssetExecutionContext, dubbing: DubbingResource, dub_speech: dict[str, Any],
