@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -124,3 +124,53 @@ def choose_voice(
     return assign_voice(
         character_index, gender_hint, available_voices, engine=engine, speaker_counts=speaker_counts
     )
+
+
+def voice_for(character: Any, pinned: Mapping[str, Voice], available: Sequence[str]) -> Voice:
+    """Cast file pin, else the voice the store already gave this character, else a new deterministic one.
+
+    Reusing the stored voice keeps a character's voice the same in every episode, even if the
+    set of installed voices changes later. New characters get a variant in their voice range
+    (median F0 kept in ``character.extra["f0_hz"]``).
+    """
+    from dubbing_assets.core.voicerange import range_hint
+
+    if character.id in pinned:
+        return pinned[character.id]
+    stored = {k: v for k, v in character.voice.items() if k in Voice.__dataclass_fields__}
+    if "engine" in stored and "voice" in stored:
+        return Voice(**stored)
+    index = int(character.id[1:]) - 1 if character.id[1:].isdigit() else 0
+    return choose_voice(character.id, index, {}, available, range_hint(character.extra.get("f0_hz")))
+
+
+def cast_episode(store: Any, speakers: Sequence[Any], episode: str, pinned: Mapping[str, Voice],
+                 available: Sequence[str], *, cloner: Callable[[Any, str, Voice], Voice] | None = None,
+                 threshold: float = 0.75) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """Match this episode's speakers to the store's characters (adding new ones) and give each a voice.
+
+    `store` is an open `CharacterStore` (the caller holds its transaction); `speakers` are
+    `model.Speaker`s. `cloner(character, label, low_mode_voice)` may return a cloning voice
+    (high mode). Returns (voice per speaker label as dicts, assignment per speaker label).
+    """
+    chars = [(c.id, c.name, c.embedding) for c in store.characters]
+    matches = match_speakers([(s.label, s.embedding, s.name) for s in speakers], chars, threshold)
+    voices: dict[str, dict[str, Any]] = {}
+    assigned: dict[str, dict[str, Any]] = {}
+    for sp, match in zip(speakers, matches, strict=True):
+        if match.is_new:
+            ch = store.add_character(sp.name or sp.label, sp.embedding, episodes=[episode])
+        else:
+            ch = store.find(match.character_id)
+            if episode not in ch.episodes:
+                ch.episodes.append(episode)
+        if getattr(sp, "f0_hz", None) and "f0_hz" not in ch.extra:
+            ch.extra["f0_hz"] = sp.f0_hz
+        voice = voice_for(ch, pinned, available)
+        ch.voice = {**ch.voice, **asdict(voice)}
+        if cloner is not None:
+            voice = cloner(ch, sp.label, voice)
+        voices[sp.label] = asdict(voice)
+        assigned[sp.label] = {"character_id": ch.id, "name": ch.name, "similarity": match.similarity,
+                              "new": match.is_new, "by": match.by}
+    return voices, assigned

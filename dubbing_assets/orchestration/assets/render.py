@@ -3,7 +3,6 @@
 
 import base64
 import warnings
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -29,24 +28,6 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", dg.PreviewWarning)
     _QA_CHECK_SPECS = [dg.AssetCheckSpec(name, asset="qa_report", partitions_def=PARTITIONS, description=text)
                        for name, text in QA_CHECKS.items()]
-
-
-def _voice_for(character, pinned: dict[str, Voice], available: list[str]) -> Voice:
-    """Cast file pin, else the voice the store already gave this character, else a new deterministic one.
-
-    Reusing the stored voice keeps a character's voice the same in every episode, even if the
-    set of installed voices changes later.
-    """
-    from dubbing_assets.core.cast import choose_voice
-    from dubbing_assets.core.voicerange import range_hint
-
-    if character.id in pinned:
-        return pinned[character.id]
-    stored = {k: v for k, v in character.voice.items() if k in Voice.__dataclass_fields__}
-    if "engine" in stored and "voice" in stored:
-        return Voice(**stored)
-    index = int(character.id[1:]) - 1 if character.id[1:].isdigit() else 0
-    return choose_voice(character.id, index, {}, available, range_hint(character.extra.get("f0_hz")))
 
 
 def _high_mode_cloner(context, dubbing: DubbingResource, script: dict[str, Any], speakers: dict[str, Any],
@@ -123,26 +104,8 @@ def cast(context: dg.AssetExecutionContext, dubbing: DubbingResource, speakers: 
         pinned = library.load_cast_file(cast_path)
         available = get_engine("piper", registry=dubbing.registry).voices()
         with transaction(store_path, dubbing.keyring, series) as store:
-            chars = [(c.id, c.name, c.embedding) for c in store.characters]
-            matches = castlib.match_speakers([(s.label, s.embedding, s.name) for s in spk.speakers], chars)
-            voices: dict[str, dict[str, Any]] = {}
-            assigned: dict[str, dict[str, Any]] = {}
-            for sp, match in zip(spk.speakers, matches, strict=True):
-                if match.is_new:
-                    ch = store.add_character(sp.name or sp.label, sp.embedding, episodes=[context.partition_key])
-                else:
-                    ch = store.find(match.character_id)
-                    if context.partition_key not in ch.episodes:
-                        ch.episodes.append(context.partition_key)
-                if sp.f0_hz and "f0_hz" not in ch.extra:
-                    ch.extra["f0_hz"] = sp.f0_hz
-                voice = _voice_for(ch, pinned, available)
-                ch.voice = {**ch.voice, **asdict(voice)}
-                if cloner is not None:
-                    voice = cloner(ch, sp.label, voice)
-                voices[sp.label] = asdict(voice)
-                assigned[sp.label] = {"character_id": ch.id, "name": ch.name, "similarity": match.similarity,
-                                      "new": match.is_new, "by": match.by}
+            voices, assigned = castlib.cast_episode(store, spk.speakers, context.partition_key, pinned, available,
+                                                    cloner=cloner)
             all_voices = {c.id: Voice(**{k: v for k, v in c.voice.items() if k in Voice.__dataclass_fields__})
                           for c in store.characters if c.voice}
             names = {c.id: c.name for c in store.characters}
