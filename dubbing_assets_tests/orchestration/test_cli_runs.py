@@ -1,0 +1,68 @@
+"""The run-facing CLI: it validates, writes requests and reads state; it never starts runs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from dubbing_assets.cli import main
+from dubbing_assets.core.settings import load_settings
+from dubbing_assets_tests.conftest import MEDIA
+
+
+def test_submit_places_file_and_options_and_prints_the_key(dubbing_env: Path, tmp_path: Path, capsys) -> None:
+    src = tmp_path / "Show - 03.mp4"
+    shutil.copyfile(MEDIA / "en_monologue.mp4", src)
+    (tmp_path / "Show - 03.en.srt").write_text("1\n00:00:00,500 --> 00:00:02,000\nHello\n")
+    rc = main(["submit", str(src), "--series", "My Show!", "--owner", "ana", "--mode", "high",
+               "--priority", "5", "--to", "EN"])
+    out = capsys.readouterr().out.strip().splitlines()
+    assert rc == 0 and out[-1] == "my-show-show-03"
+    settings = load_settings()
+    assert (settings.inbox / "my-show" / "show-03.mp4").read_bytes() == src.read_bytes()
+    assert (settings.inbox / "my-show" / "show-03.en.srt").exists()
+    request = json.loads((settings.requests / "submit-my-show-show-03.json").read_text())
+    assert request["owner"] == "ana" and request["mode"] == "high" and request["priority"] == 5
+    assert request["visibility"] == "private" and request["target_lang"] == "en"
+    assert not list(settings.inbox.rglob("*.part"))
+
+
+@pytest.mark.parametrize("content", [b"", b"not a video\n" * 50])
+def test_submit_refuses_what_can_never_be_dubbed(dubbing_env: Path, tmp_path: Path, capsys, content: bytes) -> None:
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(content)
+    rc = main(["submit", str(bad), "--series", "show"])
+    err = capsys.readouterr().err
+    assert rc == 1 and err.startswith("error: ") and "broken.mp4" in err
+    settings = load_settings()
+    assert not list(settings.inbox.rglob("*.mp4")) and not list(settings.requests.glob("submit-*"))
+
+
+def test_rerun_needs_a_known_episode_and_a_known_stage(dubbing_env: Path, capsys) -> None:
+    assert main(["rerun", "show-e01", "--from", "translation"]) == 1
+    assert "Unknown episode" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["rerun", "show-e01", "--from", "nonsense"])
+
+
+def test_status_lists_episodes_as_json(dubbing_env: Path, capsys) -> None:
+    settings = load_settings().ensure()
+    (settings.episodes / "show-e01.json").write_text(json.dumps({"series": "show", "fingerprint": "ab"}))
+    assert main(["status", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data[0]["episode"] == "show-e01" and data[0]["runs"] == []
+
+
+def test_wait_times_out_with_exit_2_when_nothing_runs(dubbing_env: Path, capsys) -> None:
+    settings = load_settings().ensure()
+    (settings.requests / "submit-show-e01.json").write_text(json.dumps({"owner": "x"}))
+    assert main(["wait", "show-e01", "--timeout", "1", "--poll", "0.2"]) == 2
+    assert "timed out" in capsys.readouterr().err
+
+
+def test_hostile_episode_names_are_refused(dubbing_env: Path, capsys) -> None:
+    assert main(["wait", "../etc", "--timeout", "1"]) == 1
+    assert "not allowed" in capsys.readouterr().err
