@@ -115,7 +115,7 @@ def test(extra: list[str]) -> int:
     setup()
     ensure_system_packages({"chromium": "chromium", "/usr/lib/postgresql": "postgresql", "espeak-ng": "espeak-ng"})
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
-    cmd = [str(BIN / "python"), "-m", "pytest", "-p", "no:cacheprovider", *extra]
+    cmd = [str(BIN / "python"), "-m", "pytest", "-p", "no:cacheprovider", "--durations=15", *extra]
     log("$ " + " ".join(cmd))
     return subprocess.run(cmd, cwd=ROOT, env=env).returncode
 

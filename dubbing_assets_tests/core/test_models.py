@@ -31,7 +31,7 @@ def test_piper_voice_resolves_to_onnx_with_its_config(tmp_path: Path) -> None:
     assert path.with_name(path.name + ".json").is_file()
 
 
-def test_models_dir_wins_over_packages_and_explicit_path_wins_over_all(tmp_path: Path) -> None:
+def test_models_dir_wins_over_packages_and_explicit_path_wins_over_all(tmp_path: Path, monkeypatch) -> None:
     models = tmp_path / "models"
     local = models / "whisper-tiny.en"
     local.mkdir(parents=True)
@@ -42,7 +42,9 @@ def test_models_dir_wins_over_packages_and_explicit_path_wins_over_all(tmp_path:
     explicit = tmp_path / "elsewhere" / "my-model"
     explicit.mkdir(parents=True)
     assert reg.resolve(str(explicit)) == explicit
-    # A name never walks out of models_dir.
+    # A name never walks out of models_dir (run where "../x" is no existing explicit path either).
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
     with pytest.raises(ModelNotFoundError):
         ModelRegistry(cache_dir=tmp_path, models_dir=models).resolve("../x")
 
