@@ -65,12 +65,18 @@ def _edit_distance(ref: Sequence[str], hyp: Sequence[str]) -> int:
     return prev[-1]
 
 
+def word_errors(ref: str, hyp: str) -> tuple[int, int]:
+    """(word edits, reference words) after normalisation: sum these over lines for a corpus WER."""
+    r, h = normalize_words(ref), normalize_words(hyp)
+    return _edit_distance(r, h), len(r)
+
+
 def wer(ref: str, hyp: str) -> float:
     """Word error rate: (substitutions + deletions + insertions) / reference words."""
-    r, h = normalize_words(ref), normalize_words(hyp)
-    if not r:
-        return 0.0 if not h else 1.0
-    return _edit_distance(r, h) / len(r)
+    edits, n = word_errors(ref, hyp)
+    if not n:
+        return 0.0 if not normalize_words(hyp) else 1.0
+    return edits / n
 
 
 def normalize_chars(text: str) -> str:
