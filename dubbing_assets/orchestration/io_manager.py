@@ -39,6 +39,28 @@ _PARTITION = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,118}[a-z0-9])?$")
 MEDIA_MARK = "__media__"
 
 
+class LazyMediaHandle(MediaHandle):
+    """A stored media file that is decrypted only when a step first asks for its `path`.
+
+    A stage often receives a value holding several files (the source video, subtitle
+    tracks) but reads only some of them; an episode-sized video is not decrypted for
+    stages that never open it.
+    """
+
+    def __init__(self, encrypted: Path, plaintext: Path, keyring: Any, *, kind: str, meta: dict[str, Any]) -> None:
+        self._encrypted, self._plaintext, self._keyring = encrypted, plaintext, keyring
+        self.kind, self.meta = kind, meta
+
+    @property
+    def path(self) -> str:  # type: ignore[override]
+        if not self._plaintext.exists():
+            decrypt_file(self._encrypted, self._plaintext, self._keyring)
+        return str(self._plaintext)
+
+    def __repr__(self) -> str:
+        return f"LazyMediaHandle({self._encrypted.name}, kind={self.kind!r})"
+
+
 class EncryptedIOManager(dg.ConfigurableIOManager):
     """Stores JSON-like values and `MediaHandle` files, encrypted, per asset partition."""
 
@@ -132,8 +154,7 @@ class EncryptedIOManager(dg.ConfigurableIOManager):
             src = safe_join(version, obj[MEDIA_MARK])
             suffix = re.sub(r"[^a-zA-Z0-9.]", "", obj.get("suffix", ""))[:10]
             dst = scratch / f"{Path(obj[MEDIA_MARK]).stem}{suffix}"
-            decrypt_file(src, dst, ring)
-            return MediaHandle(path=str(dst), kind=obj.get("kind", "file"), meta=obj.get("meta", {}))
+            return LazyMediaHandle(src, dst, ring, kind=obj.get("kind", "file"), meta=obj.get("meta", {}))
         if isinstance(obj, dict):
             return {k: self._decrypt_media(v, version, ring, scratch) for k, v in obj.items()}
         if isinstance(obj, list):

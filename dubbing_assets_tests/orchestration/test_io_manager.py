@@ -88,3 +88,20 @@ def test_hostile_partition_keys_are_refused(dubbing_env: Path, key: str) -> None
     errors = [ev.event_specific_data.error.to_string() for ev in result.all_events
               if ev.event_type_value == "STEP_FAILURE"]
     assert any("not a safe" in e or "not allowed" in e or "leave" in e for e in errors), errors
+
+
+def test_media_is_decrypted_only_when_a_step_opens_it(dubbing_env: Path) -> None:
+    producer, _ = _assets(b"lazy" * 1000)
+
+    @dg.asset(partitions_def=parts)
+    def reader(producer: dict) -> int:
+        tmp = load_settings().home / "tmp"
+        assert not [p for p in tmp.rglob("0.bin")], "decrypted before anyone asked for the file"
+        path = Path(producer["file"].path)
+        assert path.read_bytes() == b"lazy" * 1000
+        return 1
+
+    instance = _instance("show-e03")
+    result = dg.materialize([producer, reader], partition_key="show-e03", instance=instance,
+                            resources={"io_manager": EncryptedIOManager()})
+    assert result.success
