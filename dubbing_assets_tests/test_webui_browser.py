@@ -124,6 +124,15 @@ def test_episode_partition_page(ui: dict[str, Any]) -> None:
     assert "dubbed_video" in dom
 
 
+def test_qa_report_renders_in_the_partition_page(ui: dict[str, Any]) -> None:
+    """The QA figures are asset metadata of the episode's partition; the full report opens from it."""
+    query = urllib.parse.urlencode({"view": "partitions", "partition": ui["key"]})
+    _, dom = _load(ui, f"/assets/qa_report?{query}", "qa-report-partition")
+    for field in ("passed", "max_abs_sync_ms", "overflow_s_total", "integrated_lufs", "report_file"):
+        assert field in dom, f"QA metadata {field!r} is not shown on the partition page"
+    assert "Show Markdown" in dom, "the Markdown QA report is not offered"
+
+
 def test_qa_report_checks_page(ui: dict[str, Any]) -> None:
     _, dom = _load(ui, "/assets/qa_report?view=checks", "qa-report-checks")
     names = _check_names(ui)
