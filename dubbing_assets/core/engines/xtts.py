@@ -366,20 +366,16 @@ class XTTSEngine:
 
     def _speak(self, text: str, language: str, gpt: Any, speaker: Any, seed: int, speed: float,
                temperature: float | None, depth: int = 0) -> np.ndarray:
-        """One line, with the out-of-memory retries (same line, then smaller pieces)."""
-        try:
-            return self._generate(text, language, gpt, speaker, seed, speed, temperature)
-        except (RuntimeError, MemoryError) as exc:
-            if not _is_oom(exc):
-                raise
-            self._free_cuda()
-            self.oom_events.append((text[:60], "retry after empty_cache"))
-        try:
-            return self._generate(text, language, gpt, speaker, seed, speed, temperature)
-        except (RuntimeError, MemoryError) as exc:
-            if not _is_oom(exc):
-                raise
-            self._free_cuda()
+        """One line, with the out-of-memory retries (same line once more, then smaller pieces)."""
+        for attempt in range(2):
+            try:
+                return self._generate(text, language, gpt, speaker, seed, speed, temperature)
+            except (RuntimeError, MemoryError) as exc:
+                if not _is_oom(exc):
+                    raise
+                self._free_cuda()
+                if attempt == 0:
+                    self.oom_events.append((text[:60], "retry after empty_cache"))
         pieces = split_for_retry(text)
         if len(pieces) < 2 or depth >= MAX_OOM_SPLITS:
             raise EngineError(f"XTTS ran out of memory on line {text[:60]!r} even after splitting it.")

@@ -10,9 +10,9 @@ import dagster as dg
 
 from dubbing_assets.core.safepath import check_slug, safe_join
 from dubbing_assets.errors import DubbingError
+from dubbing_assets.orchestration.jobs import GROUP as GROUP  # one group name, shared with the jobs
 from dubbing_assets.orchestration.partitions import episodes
 
-GROUP = "dubbing"
 PARTITIONS = episodes
 #: GPU-heavy stages share the `gpu` pool (limit set in dagster.yaml / at start-up).
 GPU_POOL = "gpu"
