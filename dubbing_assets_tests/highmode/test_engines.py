@@ -16,7 +16,7 @@ def test_xtts_registers_on_import_without_loading_anything() -> None:
     assert not ensure_engine("no-such-engine")
     if xtts_available():
         pytest.skip("the xtts extra is installed here; test_xtts.py covers the engine")
-    with pytest.raises(ToolNotFoundError, match=r"pip install 'dubbing_assets\[xtts\]' torch==2.13.0"):
+    with pytest.raises(ToolNotFoundError, match=r"scripts/dev.py setup --high"):
         get_engine("xtts")
 
 

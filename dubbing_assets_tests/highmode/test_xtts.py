@@ -1,7 +1,8 @@
-"""XTTS v2 engine with a tiny random-weight checkpoint: the real loading, conditioning, inference and retries.
+"""XTTS v2 engine with a tiny random-weight checkpoint: the real loading, conditioning and inference and retries.
 
-Runs only where the ``xtts`` extra is installed (``pip install 'dubbing_assets[xtts]' torch==2.13.0``);
-elsewhere the whole module is skipped with the reason. Not `required`.
+Runs in the high-mode environment (`.venv-high`, `scripts/dev.py setup --high`), where `scripts/dev.py test`
+selects it with `-m highmode`; it is `required`, so under CI it is never skipped. Without the extra the
+fixtures fail with the install hint instead.
 """
 
 from __future__ import annotations
@@ -13,27 +14,19 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from dubbing_assets.core.engines.xtts import xtts_available
+from dubbing_assets.core import cloning
+from dubbing_assets.core.characters import CharacterStore
+from dubbing_assets.core.crypto import Keyring
+from dubbing_assets.core.engines import ensure_engine
+from dubbing_assets.core.engines.xtts import XTTS_MODEL, XTTSEngine, split_for_retry
+from dubbing_assets.core.model import TranslatedLine, Voice
+from dubbing_assets.core.models import ModelRegistry
+from dubbing_assets.core.random_models import build_random_xtts
+from dubbing_assets.core.timing import fit_lines
+from dubbing_assets.core.tts import ENGINES, TTSEngine, get_engine
+from dubbing_assets.errors import EngineError, ModelNotFoundError
 
-if not xtts_available():
-    pytest.skip("the xtts extra (coqui-tts) is not installed", allow_module_level=True)
-try:
-    from TTS.tts.models.xtts import Xtts  # noqa: F401 - the extra is there but may not import (torchaudio)
-except ImportError as exc:
-    pytest.skip(f"coqui-tts is installed but does not import here: {' '.join(str(exc).split())[:200]}",
-                allow_module_level=True)
-
-from dubbing_assets.core import cloning  # noqa: E402
-from dubbing_assets.core.characters import CharacterStore  # noqa: E402
-from dubbing_assets.core.crypto import Keyring  # noqa: E402
-from dubbing_assets.core.engines import ensure_engine  # noqa: E402
-from dubbing_assets.core.engines.xtts import XTTS_MODEL, XTTSEngine, split_for_retry  # noqa: E402
-from dubbing_assets.core.model import TranslatedLine, Voice  # noqa: E402
-from dubbing_assets.core.models import ModelRegistry  # noqa: E402
-from dubbing_assets.core.timing import fit_lines  # noqa: E402
-from dubbing_assets.core.tts import ENGINES, TTSEngine, get_engine  # noqa: E402
-from dubbing_assets.errors import EngineError, ModelNotFoundError  # noqa: E402
-from dubbing_assets_tests.highmode.xtts_random import build_random_xtts  # noqa: E402
+pytestmark = [pytest.mark.highmode, pytest.mark.required]
 
 MEDIA = Path(__file__).resolve().parents[1] / "data" / "media"
 TEXT = "Two melon buns. You can have one."

@@ -1,7 +1,8 @@
 """XTTS v2 voice cloning (high mode) through the maintained ``coqui-tts`` fork.
 
-Needs the ``xtts`` extra (``pip install 'dubbing_assets[xtts]' torch==2.13.0``);
-the base install never imports this module. Importing it registers the engine
+Needs the ``xtts`` extra, installed into its own environment by
+``scripts/dev.py setup --high`` (``.venv-high``; the pins and why are in
+pyproject.toml); the base install never imports coqui-tts. Importing it registers the engine
 as ``"xtts"`` in `core.tts`::
 
     from dubbing_assets.core.engines.xtts import XTTSEngine
@@ -63,8 +64,8 @@ LATENTS_FORMAT = "xtts-latents/1"
 MAX_OOM_SPLITS = 3
 
 _INSTALL_HINT = (
-    "XTTS v2 needs the xtts extra: `pip install 'dubbing_assets[xtts]' torch==2.13.0` "
-    "(see the project docs for the CPU torchaudio note)."
+    "XTTS v2 needs the xtts extra in its own environment: `python3.11 scripts/dev.py setup --high` "
+    "(creates .venv-high), or `pip install 'dubbing_assets[xtts]'` into a fresh venv."
 )
 
 

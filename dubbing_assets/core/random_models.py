@@ -1,14 +1,23 @@
-"""Random-weight XTTS v2 checkpoints in the released layout (config.json + model.pth + vocab.json).
+"""Random-weight XTTS v2 and Wav2Lip checkpoints in the released layouts, for trying high mode.
 
-Used by the high-mode tests (tiny sizes) and `bench/highmode.py` (the
-released sizes), so the engine's real loading, conditioning and inference
-code runs without the 1.8 GB download. Needs the ``xtts`` extra.
+The real weights are large (XTTS v2 1.8 GB, CPML licence; Wav2Lip 436 MB) and
+need a network; these random ones have the same graphs, so the engines' real
+loading, conditioning and inference code runs anywhere. The voice they make is
+noise and the lips a grey blur: structure, timing fit and QA are real. Used by
+the high-mode tests (tiny sizes), `bench/highmode.py` (released sizes) and::
+
+    python -m dubbing_assets.core.random_models DIR      # = scripts/dev.py tiny-models DIR
+    DUBBING_MODELS_DIR=DIR dubbing submit clip.mkv --mode high
+
+XTTS needs the ``xtts`` extra (coqui-tts); Wav2Lip needs only torch.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import string
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -77,3 +86,50 @@ def parameter_count(folder: Path) -> int:
 
     state = torch.load(folder / "model.pth", map_location="cpu", weights_only=True)["model"]
     return sum(int(v.numel()) for v in state.values())
+
+
+def build_random_wav2lip(folder: Path, *, width: float = 0.125, seed: int = 0) -> Path:
+    """``folder/wav2lip_gan.pth`` with random weights, saved as the released DataParallel checkpoint."""
+    import torch
+
+    from dubbing_assets.core.lipsync import build_wav2lip
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    model = build_wav2lip(width=width)
+    state = {f"module.{k}": v for k, v in model.state_dict().items()}
+    path = folder / "wav2lip_gan.pth"
+    torch.save({"state_dict": state, "global_step": 0}, path)
+    return path
+
+
+def write_tiny_models(root: Path) -> dict[str, Path]:
+    """Tiny random XTTS v2 and Wav2Lip under `root`, laid out as `DUBBING_MODELS_DIR` expects."""
+    from dubbing_assets.core.engines.xtts import XTTS_MODEL
+    from dubbing_assets.core.lipsync import WAV2LIP_MODEL
+
+    root = Path(root)
+    return {XTTS_MODEL: build_random_xtts(root / XTTS_MODEL),
+            WAV2LIP_MODEL: build_random_wav2lip(root / WAV2LIP_MODEL).parent}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Write tiny random-weight XTTS v2 and Wav2Lip checkpoints "
+                                                 "laid out as DUBBING_MODELS_DIR expects.")
+    parser.add_argument("dir", type=Path)
+    args = parser.parse_args(argv)
+    try:
+        written = write_tiny_models(args.dir)
+    except ImportError as exc:
+        print(f"error: {exc}. XTTS needs the xtts extra: run `python3.11 scripts/dev.py setup --high` "
+              f"and use .venv-high/bin/python.", file=sys.stderr)
+        return 1
+    for name, folder in written.items():
+        print(f"{name}: {folder}")
+    print(f"try high mode: DUBBING_MODELS_DIR={args.dir} dubbing submit CLIP --mode high")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
