@@ -6,8 +6,12 @@ callable for the round-trip test (each dubbed clip transcribed and scored by
 WER against the translated line). Sync is the distance between the dub's
 audible onset and the source line's start: the onset is found by an energy
 threshold in the placed clip (or, when a rendered dub stem is given, in that
-stem around the line). The report has pass/fail checks, a Markdown rendering
-for people, and a timeline plot (source vs dub lines per speaker).
+stem around the line); the sync check looks at the worst line and at the
+signed median of all lines (a bias of the whole episode). An overflow within
+`THRESHOLDS["overflow_tolerance_s"]` (20 ms) is no overflow. The report has
+pass/fail checks, every limit with a sentence on what it means
+(`LIMIT_MEANINGS`), a Markdown rendering for people, and a timeline plot
+(source vs dub lines per speaker).
 """
 
 from __future__ import annotations
@@ -25,13 +29,35 @@ from dubbing_assets.core.timing import FitResult
 
 #: Default limits; `build_report(thresholds=...)` overrides any of them.
 THRESHOLDS: dict[str, float] = {
-    "max_abs_sync_ms": 120.0,  # dub onset vs source line start
-    "max_overflow_s": 0.0,  # seconds past the next line's start, per line
+    "max_abs_sync_ms": 120.0,  # dub onset vs source line start, worst line
+    "max_abs_median_sync_ms": 45.0,  # signed median of those offsets: a bias of the whole episode
+    "overflow_tolerance_s": 0.020,  # seconds past the next line's start that do not count as overflow
     "max_speed": 1.15 * 1.25,  # rate x stretch
     "max_mean_wer": 0.35,  # round-trip ASR of the dub vs the translated text
     "loudness_tolerance_lu": 1.0,
     "max_true_peak_db": -1.0,
     "max_clipped_samples": 0,
+}
+
+#: One sentence per limit, printed with its value in every report.
+LIMIT_MEANINGS: dict[str, str] = {
+    "max_abs_sync_ms": "No line's dub may start more than this many ms before or after its source line; "
+                       "past it that line is visibly out of step with the picture.",
+    "max_abs_median_sync_ms": "The signed median of all lines' onset errors (+ = dub late) must stay within "
+                              "± this many ms: a lead or lag of the whole episode is noticed even when every "
+                              "line is inside the per-line limit.",
+    "overflow_tolerance_s": "A line may run this many seconds past the next line's start (or the end of its "
+                            "slot) before it counts as an overflow; less is inaudible "
+                            "(DUBBING_QA_OVERFLOW_TOLERANCE_MS, default 20 ms).",
+    "max_speed": "The largest speed-up (TTS rate x pitch-kept stretch) a line may need; beyond it speech "
+                 "sounds hurried.",
+    "max_mean_wer": "Word error rate of ASR on the dub against the translated lines, all lines together; "
+                    "above it listeners miss words.",
+    "loudness_tolerance_lu": "How far (LU) the mix's integrated loudness may be from the target; broadcast "
+                             "specifications (EBU R128) allow ± 1 LU.",
+    "max_true_peak_db": "The highest true peak (dBTP, 4x oversampled) the mix may reach; above it lossy "
+                        "encoding and playback clip.",
+    "max_clipped_samples": "How many samples of the mix may reach full scale (audible clicks).",
 }
 
 
@@ -70,6 +96,7 @@ class QAReport:
     checks: list[Check]
     loudness: dict[str, Any] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
+    limits: dict[str, float] = field(default_factory=lambda: dict(THRESHOLDS))
 
     @property
     def passed(self) -> bool:
@@ -89,6 +116,9 @@ class QAReport:
             out.append(
                 f"| {c.name} | {'pass' if c.passed else '**FAIL**'} | {value} | {c.limit} | {c.message} |"
             )
+        out += ["", "## Limits", "", "| limit | value | what it means |", "|---|---|---|"]
+        for name, value in self.limits.items():
+            out.append(f"| {name} | {value:.4g} | {LIMIT_MEANINGS.get(name, '')} |")
         out += [
             "",
             "## Lines",
@@ -116,7 +146,8 @@ class QAReport:
         return "\n".join(out) + "\n"
 
     def plot_timeline(self, out_png: Path | str, *, title: str = "Source vs dub") -> Path:
-        """A PNG with one row pair per speaker: source lines (grey) above dub lines (blue; red = overflow)."""
+        """A PNG with one row pair per speaker: source lines (grey) above dub lines (blue; red = overflow
+        beyond the tolerance)."""
         import matplotlib
 
         matplotlib.use("Agg", force=False)
@@ -133,7 +164,8 @@ class QAReport:
                         (y + 1.05, 0.8),
                         facecolors="0.6",
                     )
-                    colour = "tab:red" if ln.overflow_s > 0 else "tab:blue"
+                    overflowing = ln.overflow_s > self.limits.get("overflow_tolerance_s", 0.0)
+                    colour = "tab:red" if overflowing else "tab:blue"
                     ax.broken_barh(
                         [(ln.dub_start, ln.dub_end - ln.dub_start)], (y + 0.15, 0.8), facecolors=colour
                     )
@@ -280,27 +312,39 @@ def build_report(
         )
 
     checks: list[Check] = []
-    offsets = [abs(ln.sync_offset_ms) for ln in out if ln.sync_offset_ms is not None]
+    signed = [ln.sync_offset_ms for ln in out if ln.sync_offset_ms is not None]
+    offsets = [abs(x) for x in signed]
     missing = [ln.index for ln in out if ln.dub_onset is None]
     worst = max(offsets) if offsets else None
+    median = round(float(np.median(signed)), 1) if signed else None
+    worst_line = next((ln.index for ln in out if ln.sync_offset_ms is not None
+                       and abs(ln.sync_offset_ms) == worst), None)
+    sync_limit, median_limit = limits["max_abs_sync_ms"], limits["max_abs_median_sync_ms"]
     checks.append(
         Check(
             "sync",
-            not missing and (worst is None or worst <= limits["max_abs_sync_ms"]),
+            not missing
+            and (worst is None or worst <= sync_limit)
+            and (median is None or abs(median) <= median_limit),
             worst,
-            limits["max_abs_sync_ms"],
-            f"largest |dub onset - source start| in ms; silent lines: {missing or 'none'}",
+            f"worst {sync_limit:g} ms, median ± {median_limit:g} ms",
+            f"largest |dub onset - source start| {worst if worst is not None else 'n/a'} ms (line {worst_line}); "
+            f"signed median {'n/a' if median is None else f'{median:+.1f}'} ms (+ = dub late); "
+            f"silent lines: {missing or 'none'}",
         )
     )
+    tolerance = limits["overflow_tolerance_s"]
     overflow = max((ln.overflow_s for ln in out), default=0.0)
-    over_lines = [ln.index for ln in out if ln.overflow_s > limits["max_overflow_s"]]
+    over_lines = [ln.index for ln in out if ln.overflow_s > tolerance]
+    below = sum(1 for ln in out if 0 < ln.overflow_s <= tolerance)
     checks.append(
         Check(
             "overflow",
             not over_lines,
             overflow,
-            limits["max_overflow_s"],
-            f"lines running into the next line: {over_lines or 'none'}",
+            tolerance,
+            f"lines running more than {tolerance * 1000:g} ms into the next line: {over_lines or 'none'}"
+            + (f" ({below} within the tolerance)" if below else ""),
         )
     )
     speed = max((ln.speed for ln in out), default=1.0)
@@ -363,7 +407,9 @@ def build_report(
         "lines": len(out),
         "max_abs_sync_ms": worst,
         "mean_abs_sync_ms": round(float(np.mean(offsets)), 1) if offsets else None,
+        "median_sync_ms": median,
         "overflow_lines": len(over_lines),
+        "overflow_tolerance_s": tolerance,
         "overflow_s_total": round(sum(ln.overflow_s for ln in out), 3),
         "rate_changed_lines": sum(1 for ln in out if ln.rate > 1.0),
         "stretched_lines": sum(1 for ln in out if ln.stretch > 1.0),
@@ -375,6 +421,6 @@ def build_report(
         "true_peak_db": loud.get("true_peak_db"),
         "clipped_samples": loud.get("clipped_samples"),
     }
-    report = QAReport(lines=out, checks=checks, loudness=loud, summary=summary)
+    report = QAReport(lines=out, checks=checks, loudness=loud, summary=summary, limits=dict(limits))
     report.summary["passed"] = report.passed
     return report

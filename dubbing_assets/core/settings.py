@@ -33,9 +33,14 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "DUBBING_ASR_MODEL": ("auto", "faster-whisper model name or folder; auto: tiny.en for English, else base."),
     "DUBBING_DEVICE": ("auto", "`auto`, `cpu` or `cuda` for the engines."),
     "DUBBING_LOUDNESS_LUFS": ("-23", "Integrated loudness target of the mix."),
+    "DUBBING_QA_OVERFLOW_TOLERANCE_MS": (
+        "20", "QA: a line running this many ms or less into the next one is not an overflow."),
     "DUBBING_CONTAINER": ("mkv", "`mkv` or `mp4` for the delivered video."),
     "DUBBING_OWNER": ("$USER", "Owner recorded for submissions that name none."),
     "DUBBING_SENSOR_MAX_REQUESTS": ("20", "Run requests the inbox sensor emits per tick."),
+    "DUBBING_CLONE_MIN_SIMILARITY": (
+        "0.70", "High mode: a cloned line whose speaker similarity to its character stays below this (after "
+                "every seed) is spoken by the character's low-mode voice instead; -1 keeps every cloned line."),
 }
 
 
@@ -62,9 +67,11 @@ class Settings:
     asr_model: str = "auto"
     device: str = "auto"
     loudness_lufs: float = -23.0
+    qa_overflow_tolerance_ms: float = 20.0
     container: str = "mkv"
     owner: str = "unknown"
     sensor_max_requests: int = 20
+    clone_min_similarity: float = 0.70
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -112,8 +119,13 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     try:
         lufs = float(_env(env, "DUBBING_LOUDNESS_LUFS", "-23"))
         cap = int(_env(env, "DUBBING_SENSOR_MAX_REQUESTS", "20"))
+        clone_min = float(_env(env, "DUBBING_CLONE_MIN_SIMILARITY", "0.70"))
+        tolerance_ms = float(_env(env, "DUBBING_QA_OVERFLOW_TOLERANCE_MS", "20"))
     except ValueError as exc:
         raise ConfigError(f"A numeric DUBBING_* setting is not a number ({exc}); fix it or unset it.") from exc
+    if not 0 <= tolerance_ms < 10_000:
+        raise ConfigError(f"DUBBING_QA_OVERFLOW_TOLERANCE_MS={tolerance_ms:g} is not valid; use milliseconds "
+                          "from 0 (every overflow counts) upwards, e.g. 20.")
     script_source = _env(env, "DUBBING_SCRIPT_SOURCE", "subtitles-first")
     if script_source not in ("subtitles-first", "asr"):
         raise ConfigError(
@@ -137,7 +149,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         asr_model=_env(env, "DUBBING_ASR_MODEL", "auto"),
         device=_env(env, "DUBBING_DEVICE", "auto"),
         loudness_lufs=lufs,
+        qa_overflow_tolerance_ms=tolerance_ms,
         container=container,
         owner=_env(env, "DUBBING_OWNER", env.get("USER", "unknown") or "unknown"),
         sensor_max_requests=max(1, cap),
+        clone_min_similarity=clone_min,
     )

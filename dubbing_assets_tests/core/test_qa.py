@@ -155,3 +155,58 @@ def test_round_trip_intelligibility_with_real_asr(tmp_path: Path) -> None:
     print({ln.index: (ln.asr_text, ln.wer, ln.sync_offset_ms) for ln in report.lines})
     assert report.summary["mean_wer"] <= 0.35
     assert report.summary["max_abs_sync_ms"] < 50
+
+
+CLEAN = {"integrated_lufs": -23.0, "true_peak_db": -2.0, "clipped_samples": 0}
+
+
+def test_a_sub_millisecond_overflow_is_no_overflow(tmp_path: Path) -> None:
+    """A clean episode whose last line overflows by 0.1 ms passes; 300 ms fails (issue 12)."""
+    report = build_report(fits(tmp_path, overflow=0.0001), lines(), loudness=CLEAN)
+    assert report.passed, report.to_markdown()
+    overflow = next(c for c in report.checks if c.name == "overflow")
+    assert overflow.limit == pytest.approx(0.020) and "1 within the tolerance" in overflow.message
+    assert report.summary["overflow_lines"] == 0
+    report = build_report(fits(tmp_path, overflow=0.3), lines(), loudness=CLEAN)
+    assert {c.name for c in report.checks if not c.passed} == {"overflow"}
+    assert report.summary["overflow_lines"] == 1
+
+
+def test_overflow_tolerance_comes_from_the_settings(tmp_path: Path) -> None:
+    from dubbing_assets.core.settings import load_settings
+    from dubbing_assets.errors import ConfigError
+
+    assert load_settings({"DUBBING_HOME": str(tmp_path)}).qa_overflow_tolerance_ms == 20.0
+    strict = load_settings({"DUBBING_HOME": str(tmp_path), "DUBBING_QA_OVERFLOW_TOLERANCE_MS": "0"})
+    report = build_report(fits(tmp_path, overflow=0.0001), lines(), loudness=CLEAN,
+                          thresholds={"overflow_tolerance_s": strict.qa_overflow_tolerance_ms / 1000})
+    assert {c.name for c in report.checks if not c.passed} == {"overflow"}
+    with pytest.raises(ConfigError, match="DUBBING_QA_OVERFLOW_TOLERANCE_MS"):
+        load_settings({"DUBBING_HOME": str(tmp_path), "DUBBING_QA_OVERFLOW_TOLERANCE_MS": "-5"})
+
+
+def _late_fits(tmp_path: Path, leads: list[float]) -> list[FitResult]:
+    starts = [(1.0, 3.0), (4.0, 6.0), (6.5, 8.0)]
+    return [FitResult(i, start, 1.2, 1.0, 1.0, 0.0, 0.0, str(clip(tmp_path / f"late{i}.wav", lead, 1.2 - lead)),
+                      slot_end=end, limit=end)
+            for i, ((start, end), lead) in enumerate(zip(starts, leads, strict=True))]
+
+
+def test_sync_fails_on_a_median_bias_even_when_every_line_is_within_the_limit(tmp_path: Path) -> None:
+    late = build_report(_late_fits(tmp_path, [0.060, 0.070, 0.065]), lines(), loudness=CLEAN)
+    sync = next(c for c in late.checks if c.name == "sync")
+    assert late.summary["max_abs_sync_ms"] < 120 and late.summary["median_sync_ms"] == pytest.approx(65, abs=6)
+    assert not sync.passed and "signed median +6" in sync.message
+    early_and_late = build_report(_late_fits(tmp_path, [0.0, 0.10, 0.0]), lines(), loudness=CLEAN)
+    assert early_and_late.summary["median_sync_ms"] == pytest.approx(0, abs=6)
+    assert early_and_late.passed, early_and_late.to_markdown()
+
+
+def test_every_limit_is_in_the_report_with_its_meaning(tmp_path: Path) -> None:
+    from dubbing_assets.core.qa import LIMIT_MEANINGS, THRESHOLDS
+
+    assert set(LIMIT_MEANINGS) == set(THRESHOLDS)
+    md = build_report(fits(tmp_path), lines(), loudness=CLEAN).to_markdown()
+    limits = md.split("## Limits", 1)[1].split("\n## ", 1)[0]
+    for name, meaning in LIMIT_MEANINGS.items():
+        assert f"| {name} | {THRESHOLDS[name]:.4g} | {meaning} |" in limits

@@ -13,8 +13,10 @@ from dubbing_assets.orchestration.assets.common import GPU_POOL, GROUP, PARTITIO
 from dubbing_assets.orchestration.resources import DubbingResource
 
 QA_CHECKS = {
-    "sync": "Every dub line starts close to its source line (onset found in the rendered dub track).",
-    "overflow": "No line runs into the next one after rate, stretch and borrowed silence.",
+    "sync": "Every dub line starts close to its source line, and the lines together are neither early nor "
+            "late (signed median onset error); onsets found in the rendered dub track.",
+    "overflow": "No line runs into the next one, beyond a tolerance (DUBBING_QA_OVERFLOW_TOLERANCE_MS, "
+                "default 20 ms), after rate, stretch and borrowed silence.",
     "speed": "No line had to be sped up (rate x stretch) beyond what still sounds natural.",
     "loudness": "Integrated loudness of the mix is at the target (default -23 LUFS) within 1 LU.",
     "true_peak": "True peak of the mix (4x oversampled) stays at or below -1 dBTP.",
@@ -288,7 +290,8 @@ def qa_report(context: dg.AssetExecutionContext, dubbing: DubbingResource, dub_s
     with user_errors():
         report = build_report(fits, tr.lines, loudness=dub_mix["loudness"],
                               target_lufs=dubbing.settings.loudness_lufs, transcribe=transcribe,
-                              dub_stem=dub_mix["dub_only"].path)
+                              dub_stem=dub_mix["dub_only"].path,
+                              thresholds={"overflow_tolerance_s": dubbing.settings.qa_overflow_tolerance_ms / 1000})
     folder = Path(dubbed_video["path"]).parent
     png = report.plot_timeline(folder / "qa_timeline.png", title=f"{context.partition_key}: source vs dub")
     markdown = report.to_markdown(title=f"Dub QA {context.partition_key}", plot_png=png.name)
