@@ -108,7 +108,8 @@ def write_manifest(
     """Write `<folder>/manifest.json` atomically and update the series `index.json`; return the manifest.
 
     `data` carries the fields (series, episode, source fingerprint, languages,
-    tracks, engines and models, qa summary, owner, visibility...). Series and
+    tracks, engines and models, the subtitles that served as script and as
+    translation and why, qa summary, owner, visibility...). Series and
     episode must be slugs and match the folder's name. `schema_version`,
     `created_at` (kept from an existing manifest), `updated_at` (now) and
     `visibility` (`private` unless given) are filled in here.
@@ -139,6 +140,7 @@ def write_manifest(
     manifest.setdefault("engines", {})
     manifest.setdefault("models", {})
     manifest.setdefault("qa", {})
+    manifest.setdefault("subtitles", {})
     _write_json(folder / MANIFEST_NAME, manifest)
     if update_index:
         update_series_index(folder.parent, manifest)

@@ -133,3 +133,131 @@ def test_write_ass_keeps_speakers_and_srt_round_trips(tmp_path: Path) -> None:
     with pytest.raises(ConfigError):
         write_subtitles(_translation(), tmp_path / "out.vtt")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.ass", "out.txt"]
+
+
+# -- the language of a track: name, tag, then its text (issue 12) -------------
+
+def test_language_from_the_file_name_suffix() -> None:
+    from dubbing_assets.core.subtitles import language_from_filename
+
+    for name in ("Episode 03.en.ass", "Episode 03.eng.srt", "Episode 03.en-US.ass", "Episode 03.English.srt"):
+        assert language_from_filename(name, "Episode 03") == ("en", name.split(".")[1])
+    assert language_from_filename("Episode 03.ja.ass", "Episode 03")[0] == "ja"
+    for name in ("Episode 03.ass", "Episode 03.forced.srt", "Episode 03.for.srt", "Other.en.ass"):
+        assert language_from_filename(name, "Episode 03") is None
+    assert language_from_filename("Ep.03.ass", "Ep.03") is None  # dots in the episode name are not a suffix
+
+
+def test_language_is_detected_offline_from_short_tag_laden_lines(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ASS override tags and \\N are stripped first; the model is in the wheel, so no socket is ever opened."""
+    import socket
+
+    from dubbing_assets.core import subtitles
+
+    def no_network(*args: object, **kwargs: object) -> None:
+        raise AssertionError("language identification tried to use the network")
+
+    monkeypatch.setattr(socket, "socket", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    subtitles._detector.cache_clear()  # load the model again, with the network gone
+    english = [r"{\i1}Morning.{\i0}\NYou're pretty early today.", r"{\an8}{\fad(200,200)}Yeah,\Nthe bakery.",
+               r"{\b1}Lucky you.{\b0} What\h did you get?", r"{\c&H00FFFF&}Two melon buns.\NYou can have one."]
+    japanese = [r"{\i1}おはよう。{\i0}\N今日はずいぶん早いね。", r"{\an8}うん、\N駅前のパン屋に寄ってきたんだ。",
+                r"{\fad(100,100)}いいな。\N何を買ったの？", r"{\b1}メロンパンを二つ。{\b0}\N一つあげるよ。"]
+    code, confidence = subtitles.detect_language(english)
+    assert code == "en" and confidence >= 0.9
+    code, confidence = subtitles.detect_language(japanese)
+    assert code == "ja" and confidence >= 0.9
+    for line in english:
+        assert subtitles.detect_language([line])[0] == "en", line
+    for line in japanese:
+        assert subtitles.detect_language([line])[0] == "ja", line
+    assert subtitles.detect_language([r"{\an8}", "♪ ♪", "..."]) == (None, 0.0)
+
+
+def test_language_id_accuracy_on_the_fixture_subtitle_lines() -> None:
+    """Every subtitle line of the fixtures, alone and per file: the figures of the issue's closing note."""
+    from dubbing_assets.core.subtitles import detect_language
+
+    files = {"ja_two_speakers.mkv English track": ("en", [ln.text for ln in script_from_subtitles(JA, "en").lines]),
+             "ja_two_speakers Japanese lines": ("ja", [t["text_ja"] for t in ground_truth(JA)["lines"]]),
+             "en_monologue English lines": ("en", [t["text_en"] for t in ground_truth(EN)["lines"]])}
+    right = total = right_files = 0
+    for name, (want, lines) in files.items():
+        results = [detect_language([line]) for line in lines]
+        whole = detect_language(lines)
+        right += sum(code == want for code, _ in results)
+        total += len(lines)
+        right_files += whole[0] == want
+        print(f"{name}: {sum(c == want for c, _ in results)}/{len(lines)} lines; file {whole[0]} ({whole[1]:.2f}); "
+              f"per line {[(c, round(p, 2)) for c, p in results]}")
+    print(f"per line {right}/{total}, per file {right_files}/{len(files)}")
+    assert (right, right_files) == (total, len(files))
+
+
+def _episode_with_sidecars(folder: Path, sidecars: dict[str, str]) -> Path:
+    from dubbing_assets_tests.core.understand_helpers import (
+        english_sidecar,
+        episode_without_subtitles,
+        japanese_sidecar,
+    )
+
+    folder.mkdir(parents=True, exist_ok=True)
+    clip = episode_without_subtitles(folder / "Episode 03.mkv")
+    for tail, what in sidecars.items():
+        (english_sidecar if what == "en" else japanese_sidecar)(folder / f"Episode 03{tail}")
+    return clip
+
+
+def test_unnamed_sidecars_get_their_language_from_their_text(tmp_path: Path) -> None:
+    from dubbing_assets.core.subtitles import catalog_subtitles, subtitle_roles
+
+    clip = _episode_with_sidecars(tmp_path / "inbox", {".ass": "en", ".srt": "ja"})
+    tracks = {t["name"]: t for t in catalog_subtitles(clip, tmp_path / "work")}
+    assert set(tracks) == {"Episode 03.ass", "Episode 03.srt"}
+    assert (tracks["Episode 03.ass"]["language"], tracks["Episode 03.ass"]["language_from"]) == ("en", "detected")
+    assert (tracks["Episode 03.srt"]["language"], tracks["Episode 03.srt"]["language_from"]) == ("ja", "detected")
+    assert tracks["Episode 03.srt"]["language_confidence"] >= 0.9
+    roles = subtitle_roles(list(tracks.values()), source_language="jpn", target_language="en")
+    assert roles["script"]["name"] == "Episode 03.srt" and roles["translation"]["name"] == "Episode 03.ass"
+    assert "audio's language ja" in roles["reasons"]["script"]
+    assert "spoken as written" in roles["reasons"]["translation"]
+    # English alone: it is the translation, and (with no Japanese track) gives the script its timing.
+    only = subtitle_roles([tracks["Episode 03.ass"]], source_language="ja", target_language="en")
+    assert only["script"] is only["translation"] is tracks["Episode 03.ass"]
+    # A Japanese target makes the Japanese track the translation.
+    assert subtitle_roles(list(tracks.values()), source_language="en", target_language="ja")[
+        "translation"]["name"] == "Episode 03.srt"
+
+
+def test_name_beats_text_and_undetermined_tracks_are_reported(tmp_path: Path) -> None:
+    from dubbing_assets.core.subtitles import catalog_subtitles, subtitle_roles
+
+    clip = _episode_with_sidecars(tmp_path / "inbox", {".ja.ass": "en"})  # mislabelled: the name wins
+    (tmp_path / "inbox" / "Episode 03.srt").write_text("1\n00:00:01,000 --> 00:00:02,000\n♪ ♪\n", encoding="utf-8")
+    tracks = {t["name"]: t for t in catalog_subtitles(clip, tmp_path / "work")}
+    named = tracks["Episode 03.ja.ass"]
+    assert (named["language"], named["language_from"], named["language_note"]) == (
+        "ja", "name", "file name suffix '.ja'")
+    odd = tracks["Episode 03.srt"]
+    assert odd["language"] is None and odd["language_from"] == "undetermined"
+    roles = subtitle_roles(list(tracks.values()), source_language="ja", target_language="en")
+    assert roles["script"] is named and roles["translation"] is None
+    assert [t["name"] for t in roles["undetermined"]] == ["Episode 03.srt"]
+    # Nothing in either language: the first track serves as the script, as before detection.
+    assert subtitle_roles([odd], source_language="ja", target_language="en")["script"] is odd
+
+
+def test_untagged_embedded_stream_is_detected_and_picked(tmp_path: Path) -> None:
+    from dubbing_assets.core.subtitles import catalog_subtitles
+    from dubbing_assets_tests.core.understand_helpers import episode_without_subtitles
+
+    clip = episode_without_subtitles(tmp_path / "untagged.mkv", untag_subtitles=True)
+    (track,) = catalog_subtitles(clip, tmp_path / "work")
+    assert (track["name"], track["language"], track["language_from"]) == ("stream #2", "en", "detected")
+    assert pick_subtitle_track(clip, "en")["index"] == 2
+    assert pick_subtitle_track(clip, "ja") is None  # before detection the one untagged track was taken for any
+    assert [ln.text for ln in script_from_subtitles(clip, "en").lines] == [
+        t["text_en"] for t in ground_truth(JA)["lines"]]
+    tagged = catalog_subtitles(JA, tmp_path / "work2")
+    assert (tagged[0]["language"], tagged[0]["language_from"]) == ("en", "tag")

@@ -49,3 +49,34 @@ def shared_transcriber() -> Any:
     from dubbing_assets.core.asr import Transcriber
 
     return Transcriber("auto", registry=shared_registry(), device="cpu")
+
+
+# -- an episode with its subtitles beside it instead of inside -----------------
+
+def episode_without_subtitles(out: Path, *, untag_subtitles: bool = False) -> Path:
+    """The Japanese clip remuxed without its subtitle track (or with it, its language tag removed)."""
+    from dubbing_assets.core.ffmpeg import run_ffmpeg
+
+    maps = ["-map", "0"] if untag_subtitles else ["-map", "0:v", "-map", "0:a"]
+    untag = ["-metadata:s:s:0", "language=und"] if untag_subtitles else []
+    run_ffmpeg(["-i", JA, *maps, "-c", "copy", *untag, out], what="remuxing the test clip")
+    return out
+
+
+def english_sidecar(out: Path) -> Path:
+    """The clip's own English subtitle track (ASS, Actor = speaker), extracted with ffmpeg."""
+    from dubbing_assets.core.subtitles import extract_subtitle_stream
+
+    return extract_subtitle_stream(JA, 2, out)
+
+
+def japanese_sidecar(out: Path) -> Path:
+    """The clip's Japanese lines (ground truth) at the English track's times, as SRT or ASS."""
+    import pysubs2
+
+    subs = pysubs2.load(str(english_sidecar(out.with_suffix(".tmp.ass"))))
+    out.with_suffix(".tmp.ass").unlink()
+    for event, line in zip(subs.events, ground_truth(JA)["lines"], strict=True):
+        event.text = line["text_ja"]
+    subs.save(str(out))
+    return out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +15,14 @@ from dubbing_assets.core.settings import load_settings
 from dubbing_assets_tests.conftest import MEDIA
 
 
-def prepare_episode(home: Path, *, clip: str = "ja_two_speakers.mkv", series: str = "alpha-series",
-                    episode: str = "e01", mode: str = "low", target: str = "en") -> tuple[dg.DagsterInstance, str]:
-    """Lay out an inbox file and its episode record as the sensor would; register the partition."""
+def prepare_episode(home: Path, *, clip: str | Path = "ja_two_speakers.mkv", series: str = "alpha-series",
+                    episode: str = "e01", mode: str = "low", target: str = "en",
+                    sidecars: Mapping[str, Path] | None = None) -> tuple[dg.DagsterInstance, str]:
+    """Lay out an inbox file and its episode record as the sensor would; register the partition.
+
+    ``clip`` is a fixture name or a path to any media file; ``sidecars`` maps
+    the part after the episode name (".ass", ".en.ass") to a file copied there.
+    """
     os.environ["DUBBING_HOME"] = str(home)
     os.environ["DAGSTER_HOME"] = str(home / "dagster_home")
     (home / "dagster_home").mkdir(parents=True, exist_ok=True)
@@ -25,6 +31,8 @@ def prepare_episode(home: Path, *, clip: str = "ja_two_speakers.mkv", series: st
     folder.mkdir(parents=True, exist_ok=True)
     suffix = Path(clip).suffix
     shutil.copyfile(MEDIA / clip, folder / f"{episode}{suffix}")
+    for tail, path in (sidecars or {}).items():
+        shutil.copyfile(path, folder / f"{episode}{tail}")
     key = f"{series}-{episode}"
     write_episode_record(settings.episodes, key, {
         "key": key, "series": series, "source": f"{series}/{episode}{suffix}", "fingerprint": "test",

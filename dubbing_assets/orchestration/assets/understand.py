@@ -33,19 +33,15 @@ def source_media(context: dg.AssetExecutionContext, dubbing: DubbingResource) ->
         info = media.validate(path)
         fp = media.fingerprint(path)
     work = dubbing.workdir("source_media")
-    subs: list[dict[str, Any]] = []
     with user_errors():
-        for track in subtitles.subtitle_tracks(path):
-            if track.get("kind") == "sidecar":
-                handle_path = track["path"]
-            elif track.get("text_based", True):
-                handle_path = str(subtitles.extract_subtitle_stream(
-                    path, int(track["index"]), work / f"stream-{track['index']}.ass"))
-            else:
-                continue
-            subs.append({"language": track.get("language"), "title": track.get("title"),
-                         "kind": track.get("kind"), "index": track.get("index"),
-                         "file": MediaHandle(path=handle_path, kind="subtitles")})
+        subs = [{"language": t["language"], "title": t.get("title"), "kind": t["kind"], "index": t.get("index"),
+                 "name": t["name"], "language_from": t["language_from"],
+                 "language_confidence": t["language_confidence"], "language_note": t["language_note"],
+                 "file": MediaHandle(path=t["file"], kind="subtitles")}
+                for t in subtitles.catalog_subtitles(path, work)]
+    for t in subs:
+        if t["language"] is None:
+            context.log.warning(f"subtitle {t['name']}: language undetermined ({t['language_note']})")
     audio = [s for s in info["streams"] if s["type"] == "audio"]
     video = [s for s in info["streams"] if s["type"] == "video"]
     context.add_output_metadata({
@@ -53,6 +49,9 @@ def source_media(context: dg.AssetExecutionContext, dubbing: DubbingResource) ->
         "container": info.get("container"),
         "streams": dg.MetadataValue.md(md_table(info["streams"], ["index", "type", "codec", "language", "title"])),
         "subtitle_tracks": len(subs),
+        "subtitles": dg.MetadataValue.md(md_table(
+            [{k: t[k] for k in ("name", "kind", "language", "language_from", "language_note")} for t in subs],
+            ["name", "kind", "language", "language_from", "language_note"]) if subs else "none"),
     })
     return {"media": MediaHandle(path=str(path), kind="video"), "probe": info, "fingerprint": fp,
             "record": record, "subtitles": subs,
@@ -93,18 +92,16 @@ def audio_stems(context: dg.AssetExecutionContext, dubbing: DubbingResource,
             "background": MediaHandle(str(background), "audio"), "info": info}
 
 
-def _pick_script_track(source_media: dict[str, Any]) -> dict[str, Any] | None:
-    """The audio's own language first (a transcript), else any text track."""
-    tracks = source_media["subtitles"]
-    if not tracks:
-        return None
-    from dubbing_assets.core.media import normalize_language
+def _subtitle_roles(source_media: dict[str, Any], target: str) -> dict[str, Any]:
+    """Which of the episode's subtitle tracks is the script and which the translation (see core)."""
+    from dubbing_assets.core.subtitles import subtitle_roles
 
-    audio_lang = normalize_language(source_media.get("audio_language"))
-    for track in tracks:
-        if audio_lang and normalize_language(track.get("language")) == audio_lang:
-            return track
-    return tracks[0]
+    return subtitle_roles(source_media["subtitles"], source_language=source_media.get("audio_language"),
+                          target_language=target)
+
+
+def _target(source_media: dict[str, Any], dubbing: DubbingResource) -> str:
+    return source_media["record"].get("target_lang") or dubbing.settings.target_lang
 
 
 @dg.asset(partitions_def=PARTITIONS, group_name=GROUP, kinds={"python"}, code_version="1", pool=GPU_POOL,
@@ -112,15 +109,18 @@ def _pick_script_track(source_media: dict[str, Any]) -> dict[str, Any] | None:
 def script(context: dg.AssetExecutionContext, dubbing: DubbingResource, source_media: dict[str, Any],
            audio_stems: dict[str, Any]) -> dict[str, Any]:
     from dubbing_assets.core.media import normalize_language
+    from dubbing_assets.core.subtitles import describe_track
 
     settings = dubbing.settings
-    track = _pick_script_track(source_media) if settings.script_source == "subtitles-first" else None
+    roles = _subtitle_roles(source_media, _target(source_media, dubbing))
+    track = roles["script"] if settings.script_source == "subtitles-first" else None
     with user_errors():
         if track is not None:
             from dubbing_assets.core.subtitles import script_from_subtitles
 
             result = script_from_subtitles(track["file"].path, normalize_language(track.get("language")))
-            context.log.info(f"script from subtitles ({track.get('language')}, {track.get('kind')})")
+            result.meta["subtitle"] = describe_track(track) | {"why": roles["reasons"]["script"]}
+            context.log.info(f"script from subtitles: {roles['reasons']['script']}")
         else:
             from dubbing_assets.core.asr import Transcriber
 
@@ -133,8 +133,10 @@ def script(context: dg.AssetExecutionContext, dubbing: DubbingResource, source_m
                                      "speech. Check the audio track, or supply subtitles.")
     rows = [{"#": ln.index, "start": f"{ln.start:.2f}", "end": f"{ln.end:.2f}", "speaker": ln.speaker,
              "text": ln.text[:80]} for ln in result.lines]
+    why = roles["reasons"].get("script", "") if track is not None else \
+        f"ASR ({'DUBBING_SCRIPT_SOURCE=asr' if settings.script_source == 'asr' else 'no text subtitles'})"
     context.add_output_metadata({"source": result.source, "language": result.language,
-                                 "lines": len(result.lines),
+                                 "lines": len(result.lines), "script_from": why,
                                  "preview": dg.MetadataValue.md(md_table(rows[:40], list(rows[0])))})
     return result.to_dict()
 
@@ -173,24 +175,27 @@ def translation(context: dg.AssetExecutionContext, dubbing: DubbingResource, scr
                 audio_stems: dict[str, Any]) -> dict[str, Any]:
     from dubbing_assets.core import review, translate
     from dubbing_assets.core.diarize import apply_speakers
-    from dubbing_assets.core.media import normalize_language
+    from dubbing_assets.core.subtitles import subtitle_report
 
     settings = dubbing.settings
     record = source_media["record"]
-    target = record.get("target_lang") or settings.target_lang
+    target = _target(source_media, dubbing)
     sc = apply_speakers(Script.from_dict(script), Speakers.from_dict(speakers))
-    subs = {normalize_language(t.get("language")): t["file"].path for t in source_media["subtitles"]}
+    roles = _subtitle_roles(source_media, target)
+    own = roles["translation"]
     with user_errors():
         engine = settings.translation_engine
         if engine == "auto":
-            engine = translate.choose_engine(sc, target, subtitle_languages=list(subs), registry=dubbing.registry)
+            engine = translate.choose_engine(sc, target, subtitle_languages=[own["language"]] if own else [],
+                                             registry=dubbing.registry)
         kwargs: dict[str, Any] = {}
         if engine in ("whisper-translate", "ctranslate2"):
             kwargs = {"registry": dubbing.registry, "device": settings.device} if engine != "ctranslate2" else \
                 {"registry": dubbing.registry}
         translator = translate.get_translator(engine, **kwargs)
-        result: Translation = translator.translate(sc, target, subtitles=subs.get(normalize_language(target)),
+        result: Translation = translator.translate(sc, target, subtitles=own["file"].path if own else None,
                                                    audio=audio_stems["dialogue"].path)
+        result.meta["subtitles"] = subtitle_report(sc, roles, engine)
         glossary = review.load_glossary(settings.output, record["series"])
         if glossary:
             result = translate.apply_glossary(result, glossary)
@@ -200,5 +205,6 @@ def translation(context: dg.AssetExecutionContext, dubbing: DubbingResource, scr
              "glossary": "ok" if ln.glossary_ok else ",".join(ln.glossary_missing)} for ln in result.lines]
     context.add_output_metadata({"engine": engine, "target": target, "lines": len(result.lines),
                                  "review_edits": edits,
+                                 "translation_from": result.meta["subtitles"]["translation"]["why"],
                                  "preview": dg.MetadataValue.md(md_table(rows[:40], list(rows[0])) if rows else "")})
     return result.to_dict()
