@@ -14,17 +14,41 @@
 
 The write is atomic: ffmpeg writes a temp file in the target folder, which is
 fsynced and renamed over `out_path` only when ffmpeg succeeded.
+
+Timing. Nothing the source holds moves: the mux runs with `-copyts`, so the
+video, the original audio and the source's subtitles keep their timestamps
+(Matroska is written with `-avoid_negative_ts disabled`, so a primed track's
+first packet keeps its slightly negative timestamp on ffmpeg 5.1 too instead
+of every stream being shifted by the priming). The dub WAV's sample 0 is the original track's first decoded
+sample, so the dub is placed where ffmpeg decodes that sample (`P`), and it
+is given the original's *priming handling*, measured with the ffmpeg that
+muxes (builds differ: ffmpeg 5.1 plays Matroska's CodecDelay priming, newer
+builds skip it):
+
+- the original's first packet is decoded with its priming skipped (an MP4
+  edit list, a Matroska CodecDelay the build honours): the dub is encoded in
+  the mux, so it carries the same 1024-sample priming and skip, and both
+  tracks' first packets sit at `P - 1024 samples`;
+- the original's priming, if any, is played (a Matroska AAC from an older
+  muxer, PCM, FLAC): the dub is encoded first to raw ADTS (which carries no
+  skip) with its first 1024 samples dropped, so its own priming takes their
+  place, then copied with its first packet at the original's first packet.
+
+Either way both tracks start at the same timestamp and the dub's samples
+land where the WAV put them, on every ffmpeg build and in MKV and MP4.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dubbing_assets.core.ffmpeg import run_ffmpeg
+from dubbing_assets.core.ffmpeg import ffmpeg_exe, run_ffmpeg
 from dubbing_assets.errors import ConfigError, MediaError
 
 TEXT_SUBTITLE_CODECS = {"ass", "ssa", "subrip", "srt", "mov_text", "webvtt", "vtt", "text"}
@@ -124,6 +148,67 @@ def _probe(path: Path) -> dict[str, Any]:
         raise MediaError(f"{path.name} cannot be read as media ({exc}); check the file.") from exc
 
 
+#: Priming samples ffmpeg's AAC encoder puts before the signal (its `initial_padding`).
+AAC_PRIMING = 1024
+
+
+@dataclass(frozen=True)
+class AudioTiming:
+    """Where one audio stream starts, as the ffmpeg that muxes reads it (seconds, source timestamps)."""
+
+    first_packet_s: float
+    first_sample_s: float
+    sample_rate: int
+
+    @property
+    def skipped_s(self) -> float:
+        """Priming the decoder drops before the first sample (0 when the priming is played)."""
+        return max(0.0, self.first_sample_s - self.first_packet_s)
+
+
+def _ffmpeg_stderr(args: Sequence[str | Path]) -> str:
+    import subprocess
+
+    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", *[str(a) for a in args]]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    if proc.returncode != 0:
+        tail = "\n".join(proc.stderr.strip().splitlines()[-4:])
+        raise MediaError(f"ffmpeg could not read the start of the audio stream ({tail}); check the file.")
+    return proc.stdout + proc.stderr
+
+
+def audio_timing(path: Path | str, stream_index: int) -> AudioTiming:
+    """First packet and first decoded sample of stream `stream_index`, with `-copyts`, by `ffmpeg_exe()`.
+
+    Measured with the ffmpeg binary itself (not PyAV's libraries), because
+    builds disagree on whether some priming (Matroska CodecDelay) is skipped.
+    """
+    src = Path(path)
+    packets = _ffmpeg_stderr(["-v", "error", "-copyts", "-i", src, "-map", f"0:{stream_index}", "-c", "copy",
+                              "-frames:a", "1", "-f", "framecrc", "-"])
+    tb = re.search(r"^#tb \d+: (\d+)/(\d+)", packets, re.M)
+    row = re.search(r"^\d+,\s*(-?\d+),\s*(-?\d+),", packets, re.M)
+    decoded = _ffmpeg_stderr(["-copyts", "-i", src, "-map", f"0:{stream_index}", "-af", "ashowinfo",
+                              "-frames:a", "1", "-f", "null", "-"])
+    line = next((ln for ln in decoded.splitlines() if "showinfo" in ln and "pts_time:" in ln), "")
+    shown = re.search(r"pts_time:\s*(-?[\d.]+(?:e-?\d+)?)", line)
+    rate = re.search(r"\brate:\s*(\d+)", line)
+    if not (tb and row and shown):
+        raise MediaError(f"Could not find the first audio packet of stream {stream_index} in {src.name}.")
+    first_packet = int(row.group(2)) * int(tb.group(1)) / int(tb.group(2))
+    return AudioTiming(first_packet_s=first_packet, first_sample_s=float(shown.group(1)),
+                       sample_rate=int(rate.group(1)) if rate else 0)
+
+
+def _encode_adts(wav: Path, out: Path, *, drop_samples: int, layout: str | None, bitrate: str) -> None:
+    """AAC in raw ADTS (no timestamps, no skip), `drop_samples` cut from the start to make room for the priming."""
+    filters = [f"atrim=start_sample={int(drop_samples)}", "asetpts=PTS-STARTPTS"]
+    if layout:
+        filters.append(f"aformat=channel_layouts={layout}")
+    run_ffmpeg(["-i", wav, "-map", "0:a:0", "-af", ",".join(filters), "-c:a", "aac", "-b:a", bitrate,
+                "-f", "adts", out], what=f"encoding the dub {wav.name}")
+
+
 def _mp4_titles(meta: list[str]) -> list[str]:
     out = list(meta)
     for i in range(len(meta) - 1):
@@ -161,6 +246,35 @@ def mux(
     stream(s) from another file (the lip-synced render) while audio, subtitles,
     chapters and title still come from `source_video`.
     """
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{out_path.stem}.mux-", dir=out_path.parent) as work:
+        return _mux(source_video, dub_audio_wav, original_audio_stream_index, subtitles, out_path,
+                    container=container, dub_language=dub_language, original_language=original_language,
+                    dub_title=dub_title, original_title=original_title,
+                    keep_source_subtitles=keep_source_subtitles, default_subtitles=default_subtitles,
+                    audio_bitrate=audio_bitrate, title=title, video_from=video_from, work=Path(work))
+
+
+def _mux(
+    source_video: Path | str,
+    dub_audio_wav: Path | str,
+    original_audio_stream_index: int | None,
+    subtitles: Sequence[tuple[Path | str, str, str]],
+    out_path: Path | str,
+    *,
+    container: str = "mkv",
+    dub_language: str = "eng",
+    original_language: str = "jpn",
+    dub_title: str | None = None,
+    original_title: str | None = None,
+    keep_source_subtitles: bool = True,
+    default_subtitles: bool = False,
+    audio_bitrate: str = "192k",
+    title: str | None = None,
+    video_from: Path | str | None = None,
+    work: Path,
+) -> MuxResult:
     source_video, dub_audio_wav, out_path = Path(source_video), Path(dub_audio_wav), Path(out_path)
     if container not in _CONTAINERS:
         raise ConfigError(f"Container {container!r} is not supported; use 'mkv' or 'mp4'.")
@@ -179,16 +293,37 @@ def mux(
         original = matches[0]
     dub_lang, orig_lang = iso639_2(dub_language), iso639_2(original_language)
     skipped: list[str] = []
+    out_path.parent.mkdir(parents=True, exist_ok=True)
 
-    args: list[str | Path] = ["-i", source_video, "-i", dub_audio_wav]
-    for sub_path, _lang, _title in subtitles:
-        args += ["-i", Path(sub_path)]
+    # where the dub goes and how it is primed (see "Timing" in the module docstring)
+    anchor = original or next((s for s in streams if s["type"] == "audio"), None)
+    timing = audio_timing(source_video, anchor["index"]) if anchor is not None else None
+    reencode_original = (
+        original is not None and container == "mp4" and original["codec"] not in MP4_AUDIO_CODECS
+    )
+    primed_like_original = timing is not None and timing.skipped_s < 0.5 / max(1, timing.sample_rate)
+    pre_encode = primed_like_original and not reencode_original
+    dub_start = timing.first_sample_s if timing is not None else 0.0
+    layout = original.get("layout") if original is not None else None
+
+    args: list[str | Path] = ["-copyts", "-i", source_video]
+    if pre_encode:
+        assert timing is not None
+        dub_input: Path = work / "dub.aac"
+        _encode_adts(dub_audio_wav, dub_input, drop_samples=AAC_PRIMING, layout=layout, bitrate=audio_bitrate)
+        args += ["-itsoffset", f"{timing.first_packet_s:.6f}", "-i", dub_input]
+    else:
+        args += ["-itsoffset", f"{dub_start:.6f}", "-i", dub_audio_wav]
+    for sub_path, _lang, _title in subtitles:  # on the dub's timeline: t = 0 is the WAV's sample 0
+        args += ["-itsoffset", f"{dub_start:.6f}", "-i", Path(sub_path)]
     maps: list[str] = []
     if video_from is not None:
-        args += ["-i", Path(video_from)]
         videos = [s for s in _probe(Path(video_from))["streams"] if s["type"] == "video"][:1]
         if not videos:
             raise MediaError(f"{Path(video_from).name} has no video stream to deliver.")
+        # the re-rendered picture starts where the source's picture starts
+        shift = _video_start(source_video) - _video_start(Path(video_from))
+        args += ["-itsoffset", f"{shift:.6f}", "-i", Path(video_from)]
         maps += ["-map", f"{len(subtitles) + 2}:{videos[0]['index']}"]
     else:
         for v in videos:
@@ -213,9 +348,10 @@ def mux(
     if container == "mkv":
         maps += ["-map", "0:t?"]  # attachments (ASS fonts)
 
-    codecs: list[str] = ["-c:v", "copy", "-c:a:0", "aac", "-b:a:0", audio_bitrate]
+    codecs: list[str] = ["-c:v", "copy"]
+    codecs += ["-c:a:0", "copy"] if pre_encode else ["-c:a:0", "aac", "-b:a:0", audio_bitrate]
     if original is not None:
-        if container == "mp4" and original["codec"] not in MP4_AUDIO_CODECS:
+        if reencode_original:
             codecs += ["-c:a:1", "aac", "-b:a:1", audio_bitrate]
             skipped.append(
                 f"audio stream {original['index']} ({original['codec']}) re-encoded to AAC for MP4"
@@ -228,10 +364,7 @@ def mux(
         codecs += [f"-c:s:{n}", codec]
     if container == "mkv":
         codecs += ["-c:t", "copy"]
-    layout = None
-    if original is not None:
-        layout = original.get("layout")
-    if layout:
+    if layout and not pre_encode:
         codecs += ["-filter:a:0", f"aformat=channel_layouts={layout}"]
 
     meta: list[str] = [
@@ -280,11 +413,16 @@ def mux(
     elif probe["metadata"].get("title"):
         meta += ["-metadata", f"title={probe['metadata']['title']}"]
 
-    out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(f".{out_path.stem}.{os.getpid()}.tmp.{container}")
     fmt = ["-f", _CONTAINERS[container]]
     if container == "mp4":
         fmt += ["-movflags", "+faststart"]
+        if original is not None and not reencode_original and original["codec"] in {"flac", "opus"}:
+            fmt += ["-strict", "experimental"]  # FLAC/Opus in MP4 are "experimental" before ffmpeg 6
+    else:
+        # Matroska stores a slightly negative first timestamp (a primed AAC's first packet) as it is;
+        # ffmpeg 5.1 would otherwise shift every stream, the video included, by the priming.
+        fmt += ["-avoid_negative_ts", "disabled"]
     try:
         run_ffmpeg([*args, *maps, *codecs, *meta, *fmt, tmp], what=f"muxing {out_path.name}")
         with open(tmp, "rb+") as fh:
@@ -294,6 +432,17 @@ def mux(
         tmp.unlink(missing_ok=True)
     total = len(videos) + 1 + (1 if original is not None else 0) + len(subtitles) + len(source_subs)
     return MuxResult(path=str(out_path), container=container, streams=total, skipped=skipped)
+
+
+def _video_start(path: Path) -> float:
+    """Earliest presentation time of the first video stream (seconds; 0 when unknown)."""
+    import av
+
+    with av.open(str(path)) as c:
+        v = c.streams.video[0] if c.streams.video else None
+        if v is None or v.start_time is None or v.time_base is None:
+            return 0.0
+        return float(v.start_time * v.time_base)
 
 
 def verify_delivery(path: Path | str) -> dict[str, Any]:

@@ -14,6 +14,8 @@ from dubbing_assets.core.mux import iso639_2, mux, verify_delivery
 from dubbing_assets.errors import ConfigError, EngineError, MediaError
 from dubbing_assets_tests.conftest import MEDIA
 
+pytestmark = [pytest.mark.both_ffmpeg]
+
 SOURCE = MEDIA / "ja_two_speakers.mkv"
 SRT = """1
 00:00:01,020 --> 00:00:03,590
