@@ -197,28 +197,36 @@ def fit_line(
             rate = round(min(max_rate, rate * duration / slot + 0.005), 3)
             audio, sample_rate = render(rate)
             duration = audio.size / sample_rate
-        # 2. stretch, pitch kept
+        # Lengths from here on are whole samples; seconds are derived (and rounded) once, at the end,
+        # so no rounding step can leave a clip a fraction of a millisecond longer than its room.
+        slot_n = int(np.floor(slot * sample_rate + 1e-6))
+        room_n = int(np.floor(room * sample_rate + 1e-6))
+        tolerance_n = int(1e-3 * sample_rate)
+        # 2. stretch, pitch kept: to the slot's exact length (unless up to 1 ms over fits in the room)
         stretch = 1.0
-        if duration > slot + 1e-3 and slot > 0:
-            stretch = round(min(max_stretch, duration / slot), 4)
+        if audio.size > slot_n + tolerance_n or audio.size > room_n:
+            if slot_n > 0:
+                stretch = min(max_stretch, audio.size / slot_n)
+            else:  # a zero-length slot: squeeze as much as allowed
+                stretch = max_stretch
+            target = int(np.ceil(audio.size / stretch))
             audio = stretch_audio(audio, sample_rate, stretch)
-            duration = audio.size / sample_rate
-        elif duration > slot + 1e-3:  # a zero-length slot: squeeze as much as allowed
-            stretch = max_stretch
-            audio = stretch_audio(audio, sample_rate, stretch)
-            duration = audio.size / sample_rate
+            if audio.size > target:  # Rubber Band may give a sample or two more: trailing pad, not speech
+                audio = audio[: target + max(0, audio.size - target - tolerance_n)]
+        n = int(audio.size)
         # 3. borrow the silence after the slot; 4. what is left is overflow
-        borrowed = min(max(0.0, duration - slot), max(0.0, room - slot))
-        overflow = max(0.0, duration - room)
+        borrowed_n = min(max(0, n - slot_n), max(0, room_n - slot_n))
+        overflow_n = max(0, n - room_n)
+        duration = n / sample_rate
         write_wav_atomic(out_wav, audio, sample_rate)
     return FitResult(
         index=index,
         start=float(start),
         duration=round(duration, 4),
         rate=rate,
-        stretch=stretch,
-        borrowed_s=round(borrowed, 4),
-        overflow_s=round(overflow, 4),
+        stretch=round(stretch, 4),
+        borrowed_s=round(borrowed_n / sample_rate, 4),
+        overflow_s=round(overflow_n / sample_rate, 4),
         path=str(out_wav),
         slot_end=float(slot_end),
         limit=float(limit),

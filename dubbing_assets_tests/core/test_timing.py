@@ -121,6 +121,30 @@ def test_only_then_overflow_is_recorded_and_nothing_is_cut(tmp_path: Path) -> No
     assert FitResult.from_dict(fit.to_dict()) == fit
 
 
+def _fixed_length(samples: int):
+    """A synthesizer that ignores the rate: `samples` of steady tone, no silent edges."""
+
+    def synthesize(rate: float, out_wav: Path) -> SynthResult:
+        t = np.arange(samples) / SR
+        sf.write(out_wav, (0.4 * np.sin(2 * np.pi * 190 * t)).astype(np.float32), SR)
+        return SynthResult(Path(out_wav), samples / SR, SR)
+
+    return synthesize
+
+
+@pytest.mark.parametrize(
+    ("samples", "slot"),
+    [(81665, 3.0), (81700, 3.0), (27221, 1.1), (40401, 1.7), (2 * SR + 10, 2.0)],
+)
+def test_the_fit_rounds_once_so_no_sub_millisecond_overflow(tmp_path: Path, samples: int, slot: float) -> None:
+    """Stretch to the slot's length in samples; a rounded stretch factor used to leave ~0.1 ms over."""
+    fit = fit_line(0, 10.0, 10.0 + slot, 10.0 + slot, _fixed_length(samples), tmp_path / "l.wav")
+    assert fit.stretch > 1.0
+    assert fit.overflow_s == 0.0 and fit.borrowed_s == 0.0
+    assert sf.info(fit.path).frames <= int(slot * SR)  # the clip fits its room to the sample
+    assert fit.end <= 10.0 + slot
+
+
 def test_trim_never_cuts_speech() -> None:
     audio = np.concatenate(
         [np.zeros(1000), 0.001 * np.ones(10), np.zeros(500), 0.5 * np.ones(2000), np.zeros(3000)]
