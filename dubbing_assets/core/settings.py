@@ -38,6 +38,9 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "DUBBING_CONTAINER": ("mkv", "`mkv` or `mp4` for the delivered video."),
     "DUBBING_OWNER": ("$USER", "Owner recorded for submissions that name none."),
     "DUBBING_SENSOR_MAX_REQUESTS": ("20", "Run requests the inbox sensor emits per tick."),
+    "DUBBING_CLONE_MIN_SIMILARITY": (
+        "0.70", "High mode: a cloned line whose speaker similarity to its character stays below this (after "
+                "every seed) is spoken by the character's low-mode voice instead; -1 keeps every cloned line."),
 }
 
 
@@ -68,6 +71,7 @@ class Settings:
     container: str = "mkv"
     owner: str = "unknown"
     sensor_max_requests: int = 20
+    clone_min_similarity: float = 0.70
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -115,6 +119,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     try:
         lufs = float(_env(env, "DUBBING_LOUDNESS_LUFS", "-23"))
         cap = int(_env(env, "DUBBING_SENSOR_MAX_REQUESTS", "20"))
+        clone_min = float(_env(env, "DUBBING_CLONE_MIN_SIMILARITY", "0.70"))
         tolerance_ms = float(_env(env, "DUBBING_QA_OVERFLOW_TOLERANCE_MS", "20"))
     except ValueError as exc:
         raise ConfigError(f"A numeric DUBBING_* setting is not a number ({exc}); fix it or unset it.") from exc
@@ -148,4 +153,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         container=container,
         owner=_env(env, "DUBBING_OWNER", env.get("USER", "unknown") or "unknown"),
         sensor_max_requests=max(1, cap),
+        clone_min_similarity=clone_min,
     )

@@ -34,10 +34,13 @@ with warnings.catch_warnings():
 
 def _high_mode_cloner(context, dubbing: DubbingResource, script: dict[str, Any], speakers: dict[str, Any],
                       audio_stems: dict[str, Any], source_media: dict[str, Any]):
-    """Pass 1 of voice cloning, or (None, reason) when XTTS cannot run here (then low-mode voices are used).
+    """Pass 1 of voice cloning: (cloner, None, per-character notes), or (None, reason, {}) when XTTS cannot
+    run here (then low-mode voices are used).
 
     Conditioning is computed once per character and kept in the encrypted character store
-    (`Character.extra["xtts"]`), so later episodes reuse it.
+    (`Character.extra["xtts"]`), so later episodes reuse it. The notes (by character id) say, for the
+    manifest, which engine speaks the character, how much reference speech it was cloned from, whether
+    the conditioning was computed now or reused, and why a character keeps its low-mode voice.
     """
     from dubbing_assets.core import cloning
     from dubbing_assets.core.diarize import apply_speakers
@@ -51,22 +54,32 @@ def _high_mode_cloner(context, dubbing: DubbingResource, script: dict[str, Any],
     except (ImportError, DubbingError) as exc:
         note = f"high mode unavailable, using low-mode voices: {exc}"
         context.log.warning(note)
-        return None, note
+        return None, note, {}
     target = source_media["record"].get("target_lang", "en")
     lines = apply_speakers(Script.from_dict(script), Speakers.from_dict(speakers)).lines
     work = dubbing.workdir("cloning")
+    notes: dict[str, dict[str, Any]] = {}
 
     def clone(character, label: str, fallback: Voice) -> Voice:
-        if not character.extra.get("xtts"):
+        reused = bool(character.extra.get("xtts"))
+        if not reused:
             prepared = cloning.prepare_character(xtts, audio_stems["dialogue"].path, lines, label, work)
             character.extra["xtts"] = prepared.to_store()
             context.log.info(f"{character.name}: {prepared.references.seconds:.1f}s of reference speech"
                              + (f" ({prepared.note})" if prepared.note else ""))
-        if not character.extra["xtts"].get("latents"):
+        stored = character.extra["xtts"]
+        note = {"reference_s": round(float(stored.get("seconds") or 0.0), 2),
+                "conditioning": "reused from the character store" if reused else "computed in this episode"}
+        if stored.get("note"):
+            note["reference_note"] = stored["note"]
+        if not stored.get("latents"):
+            notes[character.id] = {**note, "engine": fallback.engine,
+                                   "fallback_reason": stored.get("note") or "no clean reference speech"}
             return fallback
-        return cloning.clone_voice(character.extra["xtts"], fallback, language=target)
+        notes[character.id] = {**note, "engine": "xtts"}
+        return cloning.clone_voice(stored, fallback, language=target)
 
-    return clone, None
+    return clone, None, notes
 
 
 def _original_language(source_media: dict[str, Any], script: dict[str, Any]) -> str:
@@ -100,8 +113,9 @@ def cast(context: dg.AssetExecutionContext, dubbing: DubbingResource, speakers: 
     store_path = safe_join(settings.storage, "characters", f"{series}.chars")
     cast_path = library.cast_file_path(settings.output, series)
     mode = source_media["record"].get("mode", "low")
-    cloner, high_note = (_high_mode_cloner(context, dubbing, script, speakers, audio_stems, source_media)
-                         if mode == "high" else (None, None))
+    cloner, high_note, clone_notes = (
+        _high_mode_cloner(context, dubbing, script, speakers, audio_stems, source_media)
+        if mode == "high" else (None, None, {}))
     with user_errors():
         pinned = library.load_cast_file(cast_path)
         available = get_engine("piper", registry=dubbing.registry).voices()
@@ -112,6 +126,11 @@ def cast(context: dg.AssetExecutionContext, dubbing: DubbingResource, speakers: 
                           for c in store.characters if c.voice}
             names = {c.id: c.name for c in store.characters}
         library.write_cast_file(cast_path, {**all_voices, **pinned}, names=names, series=series)
+    for label, row in assigned.items():
+        row["engine"] = voices[label]["engine"]
+        if mode == "high":
+            row.update(clone_notes.get(row["character_id"]) or {"engine": voices[label]["engine"],
+                                                                 "fallback_reason": high_note})
     rows = [{"speaker": k, **v, "voice": voices[k]["voice"], "pitch": voices[k]["pitch_semitones"]}
             for k, v in assigned.items()]
     context.add_output_metadata({
@@ -119,7 +138,9 @@ def cast(context: dg.AssetExecutionContext, dubbing: DubbingResource, speakers: 
         "characters": len(assigned), "new_characters": sum(1 for v in assigned.values() if v["new"]),
         "cast_file": dg.MetadataValue.path(str(cast_path)),
         "cast": dg.MetadataValue.md(md_table(rows, ["speaker", "character_id", "name", "similarity", "new",
-                                                    "voice", "pitch"]) if rows else "")})
+                                                    "engine", "voice", "pitch"]
+                                             + (["reference_s", "conditioning"] if mode == "high" else []))
+                                    if rows else "")})
     return {"voices": voices, "characters": assigned}
 
 
@@ -144,7 +165,8 @@ def dub_speech(context: dg.AssetExecutionContext, dubbing: DubbingResource, tran
         if any(v.engine == "xtts" for v in voices.values()):
             from dubbing_assets.core.cloning import VerifiedCloneEngine
 
-            engine = VerifiedCloneEngine(get_engine("xtts", registry=dubbing.registry), engine)
+            engine = VerifiedCloneEngine(get_engine("xtts", registry=dubbing.registry), engine,
+                                         threshold=settings.clone_min_similarity)
         default = next(iter(voices.values()), None)
         fits = fit_lines(tr.lines, voices, engine, work / "clips", media_end=duration, cache=cache,
                          default_voice=default)
@@ -160,10 +182,37 @@ def dub_speech(context: dg.AssetExecutionContext, dubbing: DubbingResource, tran
         "cache_hits": cache.hits, "cache_misses": cache.misses,
         "overflows": len(overflow), "engine": engine.version,
         "fit": dg.MetadataValue.md(md_table(rows, list(rows[0])) if rows else "")})
-    if hasattr(engine, "report"):
-        context.add_output_metadata({"cloning": dg.MetadataValue.json(engine.report())})
-    return {"clips": [{"fit": f.to_dict(), "audio": MediaHandle(f.path, "audio")} for f in fits],
-            "cache": {"hits": cache.hits, "misses": cache.misses}, "engine": engine.version}
+    out = {"clips": [{"fit": f.to_dict(), "audio": MediaHandle(f.path, "audio")} for f in fits],
+           "cache": {"hits": cache.hits, "misses": cache.misses}, "engine": engine.version}
+    if hasattr(engine, "outcome"):
+        out["cloning"] = _cloning_lines(engine, tr, voices, default)
+        context.add_output_metadata({"cloning": dg.MetadataValue.json(out["cloning"])})
+    return out
+
+
+def _cloning_lines(engine, tr: Translation, voices: dict[str, Voice], default: Voice | None) -> dict[str, Any]:
+    """How each line of a high-mode episode was spoken: engine, similarity to its character, fallback reason.
+
+    Lines served whole from the TTS cache were not re-verified in this run; they say so.
+    """
+    rows = []
+    for line in tr.lines:
+        voice = voices.get(line.speaker or "", default)
+        if voice is None:
+            continue
+        outcome = engine.outcome(line.text, voice) if voice.engine == engine.primary.name else None
+        row: dict[str, Any] = {"index": line.index, "speaker": line.speaker, "engine": voice.engine}
+        if outcome is not None:
+            best = [a["similarity"] for a in outcome.attempts if a.get("similarity") is not None]
+            row.update(engine=outcome.engine, similarity=outcome.similarity if outcome.similarity is not None
+                       else (round(max(best), 4) if best else None), seed=outcome.seed,
+                       attempts=len(outcome.attempts), fallback_reason=outcome.fallback_reason)
+        elif voice.engine == engine.primary.name:
+            row["note"] = "from the TTS cache (verified when first synthesized)"
+        rows.append(row)
+    return {"threshold": engine.threshold, "lines": rows,
+            "cloned": sum(1 for r in rows if r["engine"] == engine.primary.name),
+            "fallback": sum(1 for r in rows if r.get("fallback_reason"))}
 
 
 @dg.asset(partitions_def=PARTITIONS, group_name=GROUP, kinds={"numpy"}, code_version="1",
@@ -294,13 +343,17 @@ def qa_report(context: dg.AssetExecutionContext, dubbing: DubbingResource, dub_s
                               thresholds={"overflow_tolerance_s": dubbing.settings.qa_overflow_tolerance_ms / 1000})
     folder = Path(dubbed_video["path"]).parent
     png = report.plot_timeline(folder / "qa_timeline.png", title=f"{context.partition_key}: source vs dub")
-    markdown = report.to_markdown(title=f"Dub QA {context.partition_key}", plot_png=png.name)
+    cloning_md, cloning_meta = _cloning_section(dub_speech.get("cloning"))
+    markdown = report.to_markdown(title=f"Dub QA {context.partition_key}", plot_png=png.name) + cloning_md
     (folder / "qa_report.md").write_text(markdown, encoding="utf-8")
     inline = report.to_markdown(title=f"Dub QA {context.partition_key}",
                                 plot_png="data:image/png;base64," + base64.b64encode(png.read_bytes()).decode())
-    yield dg.Output(report.to_dict(), metadata={
-        "passed": report.passed, "report": dg.MetadataValue.md(inline),
-        "report_file": dg.MetadataValue.path(str(folder / "qa_report.md")), **{
+    out = report.to_dict()
+    if dub_speech.get("cloning"):
+        out["cloning"] = cloning_meta
+    yield dg.Output(out, metadata={
+        "passed": report.passed, "report": dg.MetadataValue.md(inline + cloning_md),
+        "report_file": dg.MetadataValue.path(str(folder / "qa_report.md")), **cloning_meta, **{
             k: v for k, v in report.summary.items() if isinstance(v, int | float | str | bool)}})
     by_name = {c.name: c for c in report.checks}
     for name in QA_CHECKS:
@@ -314,6 +367,27 @@ def qa_report(context: dg.AssetExecutionContext, dubbing: DubbingResource, dub_s
                                   description=c.message,
                                   metadata={"value": float(c.value) if c.value is not None else -1.0,
                                             "limit": str(c.limit)})
+
+
+def _cloning_section(cloning: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
+    """High mode's part of the QA report: each line's engine and similarity, every fallback with its reason."""
+    if not cloning:
+        return "", {}
+    rows = cloning["lines"]
+    sims = [r["similarity"] for r in rows if r.get("similarity") is not None]
+    meta = {"cloned_lines": cloning["cloned"], "fallback_lines": cloning["fallback"],
+            "clone_threshold": cloning["threshold"],
+            "clone_similarity_min": round(min(sims), 4) if sims else -1.0,
+            "clone_similarity_median": round(sorted(sims)[len(sims) // 2], 4) if sims else -1.0}
+    table = md_table([{"#": r["index"], "speaker": r["speaker"], "engine": r["engine"],
+                       "similarity": "" if r.get("similarity") is None else f"{r['similarity']:.3f}",
+                       "why not cloned": r.get("fallback_reason") or r.get("note") or ""} for r in rows],
+                     ["#", "speaker", "engine", "similarity", "why not cloned"]) if rows else ""
+    text = (f"\n\n## Voices (high mode)\n\n{cloning['cloned']} of {len(rows)} lines spoken by the cloned voice, "
+            f"{cloning['fallback']} by the character's low-mode voice. A cloned line is kept when its speaker "
+            f"similarity to the character's reference speech reaches {cloning['threshold']:.2f} "
+            f"(DUBBING_CLONE_MIN_SIMILARITY) with one of the tried seeds.\n\n{table}\n")
+    return text, meta
 
 
 @dg.asset(partitions_def=PARTITIONS, group_name=GROUP, kinds={"json"}, code_version="1",
@@ -337,7 +411,8 @@ def library_entry(context: dg.AssetExecutionContext, dubbing: DubbingResource, s
             "engines": {"translation": translation["engine"], "tts": dub_speech.get("engine"),
                         "script": record.get("mode", "low")},
             "subtitles": translation.get("meta", {}).get("subtitles", {}),
-            "characters": cast["characters"],
+            "mode": record.get("mode", "low"),
+            "characters": _characters_with_lines(cast, dub_speech),
             "qa": {"passed": qa_report.get("passed"), "summary": qa_report.get("summary", {}),
                    "checks": {c["name"]: c["passed"] for c in qa_report.get("checks", [])}},
             "owner": record.get("owner", "unknown"),
@@ -347,3 +422,14 @@ def library_entry(context: dg.AssetExecutionContext, dubbing: DubbingResource, s
     context.add_output_metadata({"manifest": dg.MetadataValue.path(str(folder / "manifest.json")),
                                  "visibility": manifest["visibility"], "owner": manifest["owner"]})
     return manifest
+
+
+def _characters_with_lines(cast: dict[str, Any], dub_speech: dict[str, Any]) -> dict[str, Any]:
+    """The cast per speaker label; in high mode each with how its lines were spoken (engine, similarity,
+    fallback reason), so the manifest says what cloning did for every character."""
+    lines = (dub_speech.get("cloning") or {}).get("lines")
+    if lines is None:
+        return cast["characters"]
+    return {label: {**info, "lines": [{k: v for k, v in ln.items() if k != "speaker"}
+                                      for ln in lines if ln.get("speaker") == label]}
+            for label, info in cast["characters"].items()}
