@@ -91,7 +91,7 @@ def test_two_speakers_cloned_through_the_gpu_lane(tmp_path: Path) -> None:
         second = json.loads((e2e.home / "library" / "alpha-series" / key2 / "manifest.json").read_text())
         assert {i["character_id"] for i in second["characters"].values()} == {
             i["character_id"] for i in chars.values()}
-        for label, info in second["characters"].items():
+        for info in second["characters"].values():
             assert info["engine"] == "xtts" and info["conditioning"] == "reused from the character store", info
         print(f"[high] both episodes delivered in {time.monotonic() - started:.0f}s", flush=True)
         ok = True
