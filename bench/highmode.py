@@ -1,6 +1,7 @@
 """Per-line speed of high-mode XTTS v2 cloning against low-mode Piper, in the same run.
 
-Run (needs the ``xtts`` extra): ``python bench/highmode.py [--lines 3] [--device cpu|cuda] [--json out.json]``
+Run in the high-mode environment: ``.venv-high/bin/python bench/highmode.py [--lines 3] [--device cpu|cuda]
+[--json out.json]`` (``python3.11 scripts/dev.py setup --high`` makes it).
 
 The XTTS model has the released checkpoint's architecture and sizes (30 GPT
 layers of 1024 channels, perceiver conditioning, HiFi-GAN decoder: built from
@@ -17,6 +18,12 @@ seconds, the audio length, XTTS's real-time factor and ``xtts_vs_piper``
 (XTTS time over Piper time for the same text). Model loading and the
 per-character conditioning are reported apart: they happen once per engine
 and once per character.
+
+Wav2Lip (released sizes, random weights) then lip-syncs a 4 s clip of
+scikit-image's astronaut portrait (a real face, found by the Haar cascade),
+against a plain H.264 re-encode of the same clip in the same run:
+``wav2lip_vs_reencode`` is the lip-sync stage's cost over the encode it
+cannot avoid, and ``wav2lip_fps`` its frames per second.
 """
 
 from __future__ import annotations
@@ -121,6 +128,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             print(json.dumps(row), flush=True)
         if xtts.device.startswith("cuda"):
             out["peak_gpu_mem_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+        out["wav2lip"] = _bench_wav2lip(work, args.device)
+        print(json.dumps({"wav2lip": out["wav2lip"]}), flush=True)
     total_x = sum(r["xtts_s"] for r in out["lines"])
     total_p = sum(r["piper_s"] for r in out["lines"])
     total_a = sum(r["audio_s"] for r in out["lines"])
@@ -130,6 +139,50 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.json:
         args.json.write_text(json.dumps(out, indent=1), encoding="utf-8")
     return out
+
+
+def _bench_wav2lip(work: Path, device: str | None) -> dict[str, Any]:
+    import subprocess
+
+    import cv2
+    import numpy as np
+    from skimage import data
+
+    from dubbing_assets.core.ffmpeg import ffmpeg_exe, run_ffmpeg
+    from dubbing_assets.core.lipsync import Wav2LipPlugin
+    from dubbing_assets.core.random_models import build_random_wav2lip
+
+    image = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
+    clip, dub, n = work / "astronaut.mp4", work / "dub.wav", 100
+    enc = subprocess.Popen([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-f", "rawvideo",
+                            "-pix_fmt", "bgr24", "-s", "480x480", "-r", "25", "-i", "-", "-c:v", "libx264",
+                            "-preset", "veryfast", "-pix_fmt", "yuv420p", str(clip)], stdin=subprocess.PIPE)
+    for k in range(n):
+        side, x0 = int(440 - 60 * k / n), int(20 + 30 * k / n)
+        enc.stdin.write(cv2.resize(image[10:10 + side, x0:x0 + side], (480, 480)).tobytes())
+    enc.stdin.close()
+    enc.wait()
+    run_ffmpeg(["-f", "lavfi", "-i", "sine=frequency=220:duration=4:sample_rate=16000", "-ac", "1", dub],
+               what="the dub track")
+    t0 = time.perf_counter()
+    run_ffmpeg(["-i", clip, "-i", dub, "-map", "0:v", "-map", "1:a", "-c:v", "libx264", "-preset", "veryfast",
+                "-crf", "16", "-c:a", "aac", work / "reencoded.mp4"], what="the plain re-encode")
+    reencode_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    ckpt = build_random_wav2lip(work / "wav2lip", width=1.0)
+    build_s = time.perf_counter() - t0
+    plugin = Wav2LipPlugin(ckpt, device=device)
+    t0 = time.perf_counter()
+    plugin.model()
+    load_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    result = plugin.sync(clip, dub, work / "synced.mp4")
+    sync_s = time.perf_counter() - t0
+    params = sum(int(np.prod(v.shape)) for v in plugin.model().state_dict().values())
+    return {"parameters": params, "device": plugin.device, "frames": result.frames,
+            "face_frames": result.face_frames, "build_random_s": round(build_s, 2), "load_s": round(load_s, 2),
+            "sync_s": round(sync_s, 2), "wav2lip_fps": round(result.frames / sync_s, 1),
+            "reencode_s": round(reencode_s, 2), "wav2lip_vs_reencode": round(sync_s / max(reencode_s, 1e-6), 1)}
 
 
 if __name__ == "__main__":

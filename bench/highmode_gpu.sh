@@ -2,16 +2,15 @@
 # High-mode speed on a CUDA machine: bench/highmode.py with the released XTTS v2 sizes
 # (random weights, built in the run) on the GPU, next to Piper on the CPU for the same texts.
 #
-# Needs: a Python with this project and the xtts extra on CUDA torch, e.g.
-#   python -m venv .venv-gpu && .venv-gpu/bin/pip install -e '.[xtts]' torch==2.13.0
-#   (CUDA torch from the PyPI wheel; see the engine module's docstring for the torchaudio note)
-# then:   PYTHON=.venv-gpu/bin/python bash bench/highmode_gpu.sh [LINES]
+# Needs: the high-mode environment (its PyPI torch 2.11.0 is a CUDA 13 build), made by
+#   python3.11 scripts/dev.py setup --high
+# then:   PYTHON=.venv-high/bin/python bash bench/highmode_gpu.sh [LINES]
 # Takes a few minutes on one GPU: ~1 min to build and save the 1.9 GB random checkpoint,
 # ~20 s to load it, then seconds per line (default 8 lines). Writes $OUT/highmode_gpu.json
 # (OUT defaults to ./bench-out) and prints one JSON line per line plus the summary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PYTHON="${PYTHON:-python}"
+PYTHON="${PYTHON:-.venv-high/bin/python}"
 LINES="${1:-8}"
 OUT="${OUT:-bench-out}"
 mkdir -p "$OUT"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -180,7 +181,13 @@ def test_dockerfiles_install_the_project_and_ffmpeg() -> None:
     cpu = (DOCKER / "Dockerfile").read_text()
     cuda = (DOCKER / "Dockerfile.cuda").read_text()
     assert cpu.startswith("#") and "FROM python:3.11-slim" in cpu
-    assert "FROM nvidia/cuda:" in cuda and "download.pytorch.org/whl/cu" in cuda
+    # The GPU image takes its torch/torchaudio/torchcodec/coqui-tts from the xtts extra, the pins the
+    # high-mode environment is tested with; no torch pin of its own that could drift from them.
+    assert 'pip install ".[${EXTRAS}]"' in cuda and "ARG EXTRAS=xtts" in cuda
+    assert "torch==" not in cuda and "torchaudio" not in cuda.split("RUN pip install")[1].split("\n")[0]
+    assert "import TTS.tts.models.xtts" in cuda
+    extra = tomllib.loads((DOCKER.parent / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert {"coqui-tts==0.28.0", "torch==2.11.0", "torchaudio==2.11.0"} <= set(extra["xtts"])
     for text in (cpu, cuda):
         assert "ffmpeg" in text and "pip install" in text
         assert 'ENTRYPOINT ["tini", "--", "dubbing-entrypoint"]' in text
