@@ -13,8 +13,11 @@ its slot, in this order:
 
 Speech is never dropped or cut: an overflowing line is placed whole and the
 overflow is reported (QA flags it). Leading and trailing silence of the
-synthesized audio is trimmed first (speech itself never is), so the audible
-onset sits on the source start.
+synthesized audio is trimmed first (speech itself never is), and the clip is
+placed so that its audible onset sits on the source start: the onset is the
+first sample within `ONSET_BELOW_RMS_DB` of the line's own RMS level (the
+rule the fixtures' ground truth uses: -40 dBFS for a line at -20 dBFS RMS),
+and the `lead_s` of silence kept before it starts that much earlier.
 
 `LineCache` keeps synthesized lines by a hash of everything that shapes the
 audio (text, voice, engine, engine version, rate): editing one line of a
@@ -45,6 +48,8 @@ Synthesizer = Callable[[float, Path], SynthResult]
 EDGE_PAD_S = 0.01
 #: Level below which the edges of a synthesized clip count as silence (dBFS).
 SILENCE_DB = -40.0
+#: A line's audible onset: its first sample above its own RMS level minus this many dB.
+ONSET_BELOW_RMS_DB = 20.0
 
 
 @dataclass
@@ -66,6 +71,8 @@ class FitResult:
     cache_hits: int = 0
     #: Syntheses this line needed that were not cached (0: the line came wholly from the cache).
     cache_misses: int = 0
+    #: Silence at the head of the placed clip, before its audible onset: `start + lead_s` is the source start.
+    lead_s: float = 0.0
 
     @property
     def end(self) -> float:
@@ -121,6 +128,40 @@ def trim_silence(
         return audio
     pad = int(pad_s * sample_rate)
     return audio[max(0, bounds[0] - pad) : min(audio.size, bounds[1] + pad)]
+
+
+def speech_onset(audio: np.ndarray, sample_rate: int, *, below_rms_db: float = ONSET_BELOW_RMS_DB) -> int | None:
+    """Sample index of the audible onset: the first sample within `below_rms_db` of the speech's RMS.
+
+    The RMS is taken over the clip between its -40 dBFS edges, so the
+    threshold follows the line's own level, not the engine's output gain.
+    """
+    bounds = speech_bounds(audio, sample_rate)
+    if bounds is None:
+        return None
+    speech = np.asarray(audio[bounds[0] : bounds[1]], dtype=np.float64)
+    rms = float(np.sqrt(np.mean(np.square(speech)))) if speech.size else 0.0
+    amp = max(rms * 10 ** (-below_rms_db / 20), 1e-3)
+    loud = np.flatnonzero(np.abs(audio) >= amp)
+    return int(loud[0]) if loud.size else bounds[0]
+
+
+def trim_to_onset(
+    audio: np.ndarray, sample_rate: int, *, pad_s: float = EDGE_PAD_S, max_lead_s: float | None = None
+) -> tuple[np.ndarray, int]:
+    """Trimmed clip and its lead (samples of silence kept before the audible onset).
+
+    The tail is trimmed as `trim_silence` does; the head keeps `pad_s`
+    (at most `max_lead_s`) before the onset.
+    """
+    bounds = speech_bounds(audio, sample_rate)
+    onset = speech_onset(audio, sample_rate)
+    if bounds is None or onset is None:
+        return audio, 0
+    pad = int(pad_s * sample_rate)
+    lead = min(pad, onset) if max_lead_s is None else min(pad, onset, int(max_lead_s * sample_rate))
+    end = min(audio.size, bounds[1] + pad)
+    return audio[onset - lead : end], lead
 
 
 def stretch_audio(audio: np.ndarray, sample_rate: int, factor: float) -> np.ndarray:
@@ -181,22 +222,25 @@ def fit_line(
     tmp_root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".fit-", dir=tmp_root) as tmp:
 
-        def render(rate: float) -> tuple[np.ndarray, int]:
+        def render(rate: float) -> tuple[np.ndarray, int, int]:
+            """Trimmed clip, its rate and its lead (silence before the onset, never before t = 0)."""
             result = synthesize(rate, Path(tmp) / f"raw-{rate:.3f}.wav")
             audio, sample_rate = _read_mono(result.path)
-            return trim_silence(audio, sample_rate), sample_rate
+            trimmed, lead = trim_to_onset(audio, sample_rate, max_lead_s=max(0.0, float(start)))
+            return trimmed, sample_rate, lead
 
         rate = 1.0
-        audio, sample_rate = render(rate)
-        natural = audio.size / sample_rate
+        audio, sample_rate, lead = render(rate)
+        # from the onset on, the clip is what has to fit the slot; its lead sits before the source start
+        natural = (audio.size - lead) / sample_rate
         duration = natural
         # 1. speak faster (two tries: the engine's duration is not exactly proportional to rate)
         for _ in range(2):
             if duration <= slot + 1e-3 or rate >= max_rate - 1e-6 or slot <= 0:
                 break
             rate = round(min(max_rate, rate * duration / slot + 0.005), 3)
-            audio, sample_rate = render(rate)
-            duration = audio.size / sample_rate
+            audio, sample_rate, lead = render(rate)
+            duration = (audio.size - lead) / sample_rate
         # Lengths from here on are whole samples; seconds are derived (and rounded) once, at the end,
         # so no rounding step can leave a clip a fraction of a millisecond longer than its room.
         slot_n = int(np.floor(slot * sample_rate + 1e-6))
@@ -204,25 +248,26 @@ def fit_line(
         tolerance_n = int(1e-3 * sample_rate)
         # 2. stretch, pitch kept: to the slot's exact length (unless up to 1 ms over fits in the room)
         stretch = 1.0
-        if audio.size > slot_n + tolerance_n or audio.size > room_n:
+        body = audio.size - lead
+        if body > slot_n + tolerance_n or body > room_n:
             if slot_n > 0:
-                stretch = min(max_stretch, audio.size / slot_n)
+                stretch = min(max_stretch, body / slot_n)
             else:  # a zero-length slot: squeeze as much as allowed
                 stretch = max_stretch
-            target = int(np.ceil(audio.size / stretch))
+            lead = int(round(lead / stretch))
+            target = lead + int(np.ceil(body / stretch))
             audio = stretch_audio(audio, sample_rate, stretch)
             if audio.size > target:  # Rubber Band may give a sample or two more: trailing pad, not speech
                 audio = audio[: target + max(0, audio.size - target - tolerance_n)]
-        n = int(audio.size)
+        n = int(audio.size) - lead
         # 3. borrow the silence after the slot; 4. what is left is overflow
         borrowed_n = min(max(0, n - slot_n), max(0, room_n - slot_n))
         overflow_n = max(0, n - room_n)
-        duration = n / sample_rate
         write_wav_atomic(out_wav, audio, sample_rate)
     return FitResult(
         index=index,
-        start=float(start),
-        duration=round(duration, 4),
+        start=round(float(start) - lead / sample_rate, 6),
+        duration=round(audio.size / sample_rate, 6),
         rate=rate,
         stretch=round(stretch, 4),
         borrowed_s=round(borrowed_n / sample_rate, 4),
@@ -232,6 +277,7 @@ def fit_line(
         limit=float(limit),
         natural_duration=round(natural, 4),
         sample_rate=sample_rate,
+        lead_s=round(lead / sample_rate, 6),
     )
 
 

@@ -162,3 +162,17 @@ def test_both_silero_backends_agree() -> None:
     assert len(onnx) == len(torch_)
     for (a0, b0), (a1, b1) in zip(onnx, torch_, strict=True):
         assert abs(a0 - a1) < 0.1 and abs(b0 - b1) < 0.1
+
+
+@pytest.mark.parametrize("clip", ["en_monologue.mp4", "ja_two_speakers.mkv"])
+def test_vad_starts_sharpened_to_the_audible_onset(clip: str) -> None:
+    """With pad_s=0 (placing lines), starts sit on the ground truth's onsets, not Silero's late windows."""
+    import json
+
+    from dubbing_assets.core.media import load_audio_mono16k
+    from dubbing_assets_tests.conftest import MEDIA
+
+    truth = json.loads((MEDIA / (clip.split(".")[0] + ".script.json")).read_text())["lines"]
+    starts = [s for s, _ in vad_segments(load_audio_mono16k(MEDIA / clip), pad_s=0.0)]
+    errors = [min(abs(s - ln["start"]) for s in starts) * 1000 for ln in truth]
+    assert max(errors) <= 15.0, errors

@@ -77,7 +77,8 @@ def test_line_fits_as_it_is(tmp_path: Path) -> None:
     fit = fit_line(0, 1.0, 3.0, 3.5, synth_for(1.5, calls), tmp_path / "l0.wav")
     assert calls == [1.0]
     assert (fit.rate, fit.stretch, fit.borrowed_s, fit.overflow_s) == (1.0, 1.0, 0.0, 0.0)
-    assert fit.start == 1.0
+    assert fit.start + fit.lead_s == pytest.approx(1.0)  # the onset on the source start, the lead before it
+    assert fit.lead_s == pytest.approx(0.01, abs=1e-4)
     assert fit.duration == pytest.approx(1.5 + 0.02, abs=0.01)  # trimmed to speech + 10 ms edges
     assert _file_seconds(fit.path) == pytest.approx(fit.duration, abs=1e-3)
 
@@ -107,7 +108,7 @@ def test_then_borrow_the_silence_after_the_slot(tmp_path: Path) -> None:
     assert fit.rate == pytest.approx(1.15) and fit.stretch == pytest.approx(1.25)
     expected = (3.0 + 0.02) / 1.15 / 1.25
     assert fit.duration == pytest.approx(expected, abs=0.03)
-    assert fit.borrowed_s == pytest.approx(fit.duration - 2.0, abs=1e-3) and fit.borrowed_s > 0
+    assert fit.borrowed_s == pytest.approx(fit.duration - fit.lead_s - 2.0, abs=1e-3) and fit.borrowed_s > 0
     assert fit.overflow_s == 0.0
     assert fit.end <= 8.0
 
@@ -141,8 +142,9 @@ def test_the_fit_rounds_once_so_no_sub_millisecond_overflow(tmp_path: Path, samp
     fit = fit_line(0, 10.0, 10.0 + slot, 10.0 + slot, _fixed_length(samples), tmp_path / "l.wav")
     assert fit.stretch > 1.0
     assert fit.overflow_s == 0.0 and fit.borrowed_s == 0.0
-    assert sf.info(fit.path).frames <= int(slot * SR)  # the clip fits its room to the sample
-    assert fit.end <= 10.0 + slot
+    lead = round(fit.lead_s * SR)
+    assert sf.info(fit.path).frames - lead <= int(slot * SR)  # from its onset, the clip fits its room
+    assert fit.end <= 10.0 + slot + 1e-9
 
 
 def test_trim_never_cuts_speech() -> None:
@@ -234,3 +236,22 @@ def test_piper_line_fitted_into_a_tight_slot(tmp_path: Path) -> None:
     assert fit.rate == pytest.approx(1.15) and fit.stretch == pytest.approx(1.25)
     assert fit.borrowed_s == pytest.approx(0.8, abs=1e-3) and fit.overflow_s > 0
     assert fit.natural_duration / (fit.rate * fit.stretch) > 1.9  # nothing was cut
+
+
+def test_placed_onset_lands_on_the_source_start(tmp_path: Path) -> None:
+    """A clip with a soft 80 ms lead-in (above -40 dBFS, 30 dB under the speech): its onset goes on the start."""
+    lead_in = 0.012 * np.sin(2 * np.pi * 150 * np.arange(int(0.08 * SR)) / SR)  # about -41 dBFS RMS, peaks -38
+    t = np.arange(int(1.2 * SR)) / SR
+    speech = 0.35 * np.sin(2 * np.pi * 210 * t) * (0.7 + 0.3 * np.sin(2 * np.pi * 4 * t))
+
+    def synthesize(rate: float, out_wav: Path) -> SynthResult:
+        audio = np.concatenate([np.zeros(int(0.2 * SR)), lead_in, speech, np.zeros(int(0.2 * SR))])
+        sf.write(out_wav, audio.astype(np.float32), SR)
+        return SynthResult(Path(out_wav), audio.size / SR, SR)
+
+    fit = fit_line(0, 2.0, 3.5, 4.0, synthesize, tmp_path / "l.wav")
+    placed, sr = sf.read(fit.path)
+    rms = float(np.sqrt(np.mean(np.square(speech))))
+    onset = fit.start + int(np.flatnonzero(np.abs(placed) >= rms * 0.1)[0]) / sr  # the fixtures' -20 dB rule
+    assert onset == pytest.approx(2.0, abs=1e-3)
+    assert fit.start < 2.0 and fit.start + fit.lead_s == pytest.approx(2.0, abs=1e-6)
