@@ -60,8 +60,23 @@ def test_qa_sync_overflow_loudness(dubbed) -> None:
     assert dubbed["manifest"]["visibility"] == "private"
 
 
+def _first_pts(path: Path) -> dict[int, float]:
+    with av.open(str(path)) as c:
+        first: dict[int, float] = {}
+        for packet in c.demux():
+            if packet.pts is not None:
+                t = float(packet.pts * packet.time_base)
+                first[packet.stream.index] = min(first.get(packet.stream.index, t), t)
+        return first
+
+
+@pytest.mark.both_ffmpeg
 def test_delivery_streams(dubbed) -> None:
     out = Path(dubbed["manifest"]["video_path"])
+    # in sync on this ffmpeg build: dub and original start together, the video keeps its offset to the original
+    src, got = _first_pts(MEDIA / "ja_two_speakers.mkv"), _first_pts(out)
+    assert abs(got[1] - got[2]) * 1000 <= 1.0, got
+    assert abs((got[0] - got[2]) - (src[0] - src[1])) * 1000 <= 1.0, (src, got)
     assert out.suffix == ".mkv" and out.exists()
     with av.open(str(MEDIA / "ja_two_speakers.mkv")) as src, av.open(str(out)) as dst:
         sv, dv = src.streams.video[0], dst.streams.video[0]
