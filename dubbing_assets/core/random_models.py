@@ -127,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     for name, folder in written.items():
         print(f"{name}: {folder}")
-    print(f"try high mode: DUBBING_MODELS_DIR={args.dir} dubbing submit CLIP --mode high")
+    print(f"try high mode (with the daemon running from .venv-high): "
+          f"DUBBING_MODELS_DIR={args.dir} .venv-high/bin/dubbing submit CLIP --mode high")
     return 0
 
 

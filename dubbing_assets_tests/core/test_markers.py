@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 _FORBIDDEN = re.compile("|".join(re.escape(w) for w in ("AN" + "V2", "ani" + "me")), re.IGNORECASE)
 _SOURCE_SUFFIXES = {".py", ".yaml", ".yml", ".toml", ".md", ".cfg", ".sh"}
-_SKIP_DIRS = {".git", ".venv", "venv", "__pycache__", ".hypothesis", ".pytest_cache", ".ruff_cache",
+_SKIP_DIRS = {".git", ".venv", ".venv-high", "venv", "__pycache__", ".hypothesis", ".pytest_cache", ".ruff_cache",
               "node_modules", "build", "dist"}
 _ALLOWED = {
     Path("dubbing_assets/core/crypto/legacy.py"),

@@ -173,3 +173,22 @@ def test_two_pass_episode_with_fallback(engine: XTTSEngine, tmp_path: Path) -> N
     lenient.synthesize(lines[0].text, voices["Aiko"], tmp_path / "kept.wav")
     kept = lenient.outcome(lines[0].text, voices["Aiko"])
     assert kept.engine == "xtts" and kept.seed == 0 and kept.fallback_reason is None
+
+
+def test_tiny_models_command_writes_the_registry_layout(tmp_path: Path) -> None:
+    """`scripts/dev.py tiny-models DIR` runs this module; what it writes loads through the registry."""
+    import subprocess
+    import sys
+
+    from dubbing_assets.core.lipsync import load_wav2lip, resolve_wav2lip_checkpoint
+
+    proc = subprocess.run([sys.executable, "-m", "dubbing_assets.core.random_models", str(tmp_path / "tiny")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "DUBBING_MODELS_DIR=" in proc.stdout
+    registry = ModelRegistry(cache_dir=tmp_path / "cache", models_dir=tmp_path / "tiny")
+    engine = XTTSEngine(registry=registry, device="cpu")
+    assert engine.folder == tmp_path / "tiny" / XTTS_MODEL and engine.model().gpt.gpt.config.n_layer == 2
+    checkpoint = resolve_wav2lip_checkpoint(registry=registry)
+    assert checkpoint == tmp_path / "tiny" / "wav2lip" / "wav2lip_gan.pth"
+    assert load_wav2lip(checkpoint) is not None
