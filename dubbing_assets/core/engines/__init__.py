@@ -16,6 +16,7 @@ import importlib
 #: Engine name -> module that registers it when imported.
 ENGINE_MODULES: dict[str, str] = {
     "xtts": "dubbing_assets.core.engines.xtts",
+    "kokoro": "dubbing_assets.core.engines.kokoro",
 }
 
 

