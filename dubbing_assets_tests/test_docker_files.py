@@ -78,12 +78,21 @@ def test_compose_services_and_wiring(compose: dict[str, Any]) -> None:
     for name in ("webserver", "daemon"):
         assert services[name]["depends_on"]["code"]["condition"] == "service_healthy"
         assert "/var/run/docker.sock" in _mounts(services[name]), f"{name} needs the Docker socket"
-    # the key reaches the daemon as a secret file, never as a literal in the compose file
-    daemon_svc = services["daemon"]
-    assert "dubbing_key" in daemon_svc["secrets"] and "dubbing_key" in compose["secrets"]
-    assert daemon_svc["environment"]["DUBBING_KEY_FILE"] == "/run/secrets/dubbing_key"
-    assert daemon_svc["environment"]["DUBBING_INSTANCE_INIT"] == "1"
+    # the key reaches the daemon (and the cli) as a file on the read-only secrets volume, never as a
+    # literal or an environment variable in the compose file
+    for name in ("daemon", "cli"):
+        svc = services[name]
+        assert _mounts(svc).get("/run/secrets") == "dubbing_secrets" and \
+            "dubbing_secrets:/run/secrets:ro" in svc["volumes"], f"{name} lacks the read-only secrets volume"
+        assert svc["environment"]["DUBBING_KEY_FILE"] == "/run/secrets/dubbing_key"
+    assert services["daemon"]["environment"]["DUBBING_INSTANCE_INIT"] == "1"
     assert all("DUBBING_KEY" not in svc.get("environment", {}) for svc in services.values())
+    secrets = compose["volumes"]["dubbing_secrets"]
+    assert secrets["name"] == "dubbing_secrets" and secrets["driver_opts"]["o"] == "bind", secrets
+    # every variable the run launcher forwards is set in the daemon (DockerRunLauncher raises otherwise)
+    launcher_env = _yaml("dagster.yaml")["run_launcher"]["config"]["env_vars"]
+    missing = set(launcher_env) - set(services["daemon"]["environment"])
+    assert not missing, f"the run launcher forwards variables the daemon lacks: {missing}"
     # the code server names the image runs use
     assert "DAGSTER_CURRENT_IMAGE" in services["code"]["environment"]
     # the GPU check reserves the GPU with compose's deploy resources
@@ -105,9 +114,8 @@ def test_compose_config_validates_when_a_compose_cli_exists(tmp_path: Path) -> N
         cli = ["docker-compose"]
     if cli is None:
         pytest.skip("no docker compose CLI here; the YAML checks above cover the file")
-    key = tmp_path / "dubbing_key"
-    key.write_text("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n")
-    env = {"PATH": "/usr/bin:/bin:/usr/local/bin", "DUBBING_KEY_FILE_HOST": str(key)}
+    (tmp_path / "dubbing_key").write_text("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n")
+    env = {"PATH": "/usr/bin:/bin:/usr/local/bin", "DUBBING_SECRETS_DIR": str(tmp_path)}
     proc = subprocess.run([*cli, "-f", str(DOCKER / "docker-compose.yaml"), "config", "--quiet"],
                           capture_output=True, text=True, env=env, timeout=60)
     assert proc.returncode == 0, proc.stderr
@@ -141,12 +149,25 @@ def test_instance_config_passes_dagster_schemas(name: str, tmp_path: Path, pg_en
     assert set(kwargs["volumes"]) <= set(compose["volumes"]), "run containers mount volumes compose lacks"
     assert kwargs["volumes"]["dubbing_home"]["bind"] == "/data/dubbing"
     assert result.value["network"] in {n["name"] for n in compose["networks"].values()}
-    assert {"DUBBING_KEY", "DUBBING_HOME", "DAGSTER_PG_PASSWORD"} <= set(result.value["env_vars"])
+    assert {"DUBBING_KEY_FILE", "DUBBING_HOME", "DAGSTER_PG_PASSWORD"} <= set(result.value["env_vars"])
+    # the key goes to runs as a file on a read-only volume, never in their environment
+    assert "DUBBING_KEY" not in result.value["env_vars"]
+    assert kwargs["volumes"]["dubbing_secrets"] == {"bind": "/run/secrets", "mode": "ro"}
+    assert kwargs["auto_remove"] is True  # finished run containers are removed
     if name == "dagster.gpu.yaml":
         from docker.types import DeviceRequest
 
         reqs = [DeviceRequest(**r) for r in kwargs["device_requests"]]
-        assert reqs[0]["Capabilities"] == [["gpu"]] and reqs[0]["Driver"] == "nvidia"
+        assert reqs[0]["Capabilities"] == [["gpu"]] and reqs[0]["Driver"] == "nvidia" and reqs[0]["Count"] == -1
+        # docker-py turns the launcher's container_kwargs into the Engine API's HostConfig as it would
+        # for a real run container (no daemon needed): the GPUs are requested there
+        from docker.models.containers import _create_container_args
+
+        args = _create_container_args({"image": "dubbing-assets:cuda", "command": ["dagster"], "version": "1.41",
+                                       **kwargs})
+        host_config = args["host_config"]
+        assert host_config["DeviceRequests"] == [{"Driver": "nvidia", "Count": -1, "DeviceIDs": [],
+                                                  "Capabilities": [["gpu"]], "Options": {}}], host_config
     else:
         assert "device_requests" not in kwargs
 
@@ -180,10 +201,15 @@ def test_workspace_points_at_the_code_server(compose: dict[str, Any]) -> None:
 def test_dockerfiles_install_the_project_and_ffmpeg() -> None:
     cpu = (DOCKER / "Dockerfile").read_text()
     cuda = (DOCKER / "Dockerfile.cuda").read_text()
-    assert cpu.startswith("#") and "FROM python:3.11-slim" in cpu
+    # the base image is a build argument; real users get python:3.11-slim
+    for text in (cpu, cuda):
+        assert text.startswith("#") and "ARG BASE_IMAGE=python:3.11-slim\nFROM ${BASE_IMAGE}" in text
+        assert "python3 -m venv /opt/venv" in text and "PATH=/opt/venv/bin:${PATH}" in text
+    assert "ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu" in cpu
     # The GPU image takes its torch/torchaudio/torchcodec/coqui-tts from the xtts extra, the pins the
     # high-mode environment is tested with; no torch pin of its own that could drift from them.
-    assert 'pip install ".[${EXTRAS}]"' in cuda and "ARG EXTRAS=xtts" in cuda
+    assert '--no-build-isolation ".[${EXTRAS}]"' in cuda and "ARG EXTRAS=xtts" in cuda
+    assert "dagster.gpu.yaml" in cuda
     assert "torch==" not in cuda and "torchaudio" not in cuda.split("RUN pip install")[1].split("\n")[0]
     assert "import TTS.tts.models.xtts" in cuda
     extra = tomllib.loads((DOCKER.parent / "pyproject.toml").read_text())["project"]["optional-dependencies"]
