@@ -9,6 +9,12 @@ the series' characters one-to-one:
    Hungarian algorithm (maximum total similarity); a pair counts only at or
    above `threshold`;
 3. speakers left over are new characters (`is_new`).
+
+With a voice bank (`core.voicebank`), a new character gets the bank voice
+nearest to its speaker's embedding among the voices of its gender that no
+other character of the episode holds (`pick_bank_voice`); only when the bank
+has no unused voice of that gender is a held voice reused with a pitch and
+formant shift, and the casting row says so.
 """
 
 from __future__ import annotations
@@ -144,19 +150,60 @@ def voice_for(character: Any, pinned: Mapping[str, Voice], available: Sequence[s
     return choose_voice(character.id, index, {}, available, range_hint(character.extra.get("f0_hz")))
 
 
+#: Pitch (and formant) shifts, in semitones, for the 1st, 2nd, ... reuse of a held bank voice.
+REUSE_SHIFTS: tuple[float, ...] = (3.0, -3.0, 5.0, -5.0, 7.0, -7.0)
+
+
+def _key(voice: Voice) -> str:
+    from dubbing_assets.core.voicebank import voice_key
+
+    return voice_key(voice.engine, voice.voice, voice.speaker_id)
+
+
+def pick_bank_voice(embedding: Sequence[float] | None, gender: str | None, bank: Sequence[Any],
+                    held: Mapping[str, int]) -> tuple[Voice, dict[str, Any]]:
+    """The bank voice for a new character, and how it was chosen.
+
+    `bank` holds `voicebank.BankVoice`s; `held` counts, per bank key, the characters of this
+    episode already speaking with it. Nearest (cosine) unused voice of `gender` (any gender when
+    unknown or when the bank has none of it); when all of them are held, the least-held one with
+    the next `REUSE_SHIFTS` shift, recorded as ``shifted``.
+    """
+    if not bank:
+        raise ValueError("the voice bank is empty")
+    pool = [v for v in bank if gender is None or v.gender == gender] or list(bank)
+    unused = [v for v in pool if held.get(v.key, 0) == 0]
+    if unused:
+        best = max(unused, key=lambda v: cosine(embedding, v.embedding))
+        shift, why = 0.0, "nearest unused bank voice"
+    else:
+        best = min(pool, key=lambda v: (held.get(v.key, 0), -cosine(embedding, v.embedding)))
+        shift = REUSE_SHIFTS[(held.get(best.key, 0) - 1) % len(REUSE_SHIFTS)]
+        why = f"bank exhausted for {gender or 'this'} voices: {best.key} reused, shifted {shift:+.0f} semitones"
+    note = {"bank_voice": best.key, "gender": gender, "voice_gender": best.gender,
+            "voice_similarity": round(cosine(embedding, best.embedding), 4), "shifted": bool(shift), "why": why}
+    return best.as_voice(shift), note
+
+
 def cast_episode(store: Any, speakers: Sequence[Any], episode: str, pinned: Mapping[str, Voice],
                  available: Sequence[str], *, cloner: Callable[[Any, str, Voice], Voice] | None = None,
-                 threshold: float = 0.75) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+                 threshold: float = 0.75, bank: Sequence[Any] | None = None
+                 ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
     """Match this episode's speakers to the store's characters (adding new ones) and give each a voice.
 
     `store` is an open `CharacterStore` (the caller holds its transaction); `speakers` are
     `model.Speaker`s. `cloner(character, label, low_mode_voice)` may return a cloning voice
-    (high mode). Returns (voice per speaker label as dicts, assignment per speaker label).
+    (high mode). With `bank` (voice bank entries), new characters are cast by voice
+    (`pick_bank_voice`) after the characters that already have one (pinned or stored).
+    Returns (voice per speaker label as dicts, assignment per speaker label).
     """
+    from dubbing_assets.core.voicebank import gender_of
+
     chars = [(c.id, c.name, c.embedding) for c in store.characters]
     matches = match_speakers([(s.label, s.embedding, s.name) for s in speakers], chars, threshold)
     voices: dict[str, dict[str, Any]] = {}
     assigned: dict[str, dict[str, Any]] = {}
+    rows: list[tuple[Any, Match, Any]] = []
     for sp, match in zip(speakers, matches, strict=True):
         if match.is_new:
             ch = store.add_character(sp.name or sp.label, sp.embedding, episodes=[episode])
@@ -166,11 +213,31 @@ def cast_episode(store: Any, speakers: Sequence[Any], episode: str, pinned: Mapp
                 ch.episodes.append(episode)
         if getattr(sp, "f0_hz", None) and "f0_hz" not in ch.extra:
             ch.extra["f0_hz"] = sp.f0_hz
-        voice = voice_for(ch, pinned, available)
+        rows.append((sp, match, ch))
+    chosen: dict[str, Voice] = {}
+    notes: dict[str, dict[str, Any]] = {}
+    has_voice = {ch.id for _, _, ch in rows
+                 if ch.id in pinned or ("engine" in ch.voice and "voice" in ch.voice)}
+    held: dict[str, int] = {}
+    for _sp, _match, ch in rows:
+        if ch.id in has_voice or not bank:
+            chosen[ch.id] = voice_for(ch, pinned, available)
+            held[_key(chosen[ch.id])] = held.get(_key(chosen[ch.id]), 0) + 1
+    for _sp, _match, ch in rows:
+        if ch.id in chosen:
+            continue
+        gender = gender_of(ch.extra.get("f0_hz"), ch.embedding, bank)
+        chosen[ch.id], notes[ch.id] = pick_bank_voice(ch.embedding, gender, bank, held)
+        held[_key(chosen[ch.id])] = held.get(_key(chosen[ch.id]), 0) + 1
+        ch.extra["casting"] = notes[ch.id]
+    for sp, match, ch in rows:
+        voice = chosen[ch.id]
         ch.voice = {**ch.voice, **asdict(voice)}
         if cloner is not None:
             voice = cloner(ch, sp.label, voice)
         voices[sp.label] = asdict(voice)
         assigned[sp.label] = {"character_id": ch.id, "name": ch.name, "similarity": match.similarity,
-                              "new": match.is_new, "by": match.by}
+                              "new": match.is_new, "by": match.by,
+                              "casting": notes.get(ch.id) or ch.extra.get("casting")
+                              or {"why": "pinned in the cast file" if ch.id in pinned else "kept from the store"}}
     return voices, assigned

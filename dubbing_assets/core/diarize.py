@@ -24,6 +24,8 @@ from dubbing_assets.core.model import Line, Script, Speaker, Speakers
 from dubbing_assets.errors import ModelNotFoundError
 
 SAMPLE_RATE = 16000
+#: The speaker encoder behind `embed_span` (recorded with every embedding a cache keeps).
+ENCODER = "resemblyzer"
 #: Average-linkage cosine distance under which lines are one voice. On the
 #: fixtures one voice's lines sit at 0.09-0.25 and two voices at 0.58-0.65;
 #: 0.4 is the middle. Lower it for casts of similar voices.

@@ -16,7 +16,7 @@ Manifests are written atomically; `created_at` survives rewrites and
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -256,8 +256,14 @@ def write_cast_file(
     *,
     names: Mapping[str, str] | None = None,
     series: str | None = None,
+    bank: Sequence[Mapping[str, Any]] | None = None,
 ) -> None:
-    """Write a cast file (atomic) pinning `cast` (character id -> Voice); `names` adds readable names."""
+    """Write a cast file (atomic) pinning `cast` (character id -> Voice); `names` adds readable names.
+
+    `bank` (`voicebank.bank_listing`) is written under ``voice_bank:`` for people choosing a
+    voice to pin: any engine/voice/speaker_id there (or of any other installed engine) may be
+    pinned; `load_cast_file` reads only ``characters:``.
+    """
     import yaml
 
     characters: dict[str, Any] = {}
@@ -279,5 +285,7 @@ def write_cast_file(
     if series:
         doc["series"] = check_slug(series, "series")
     doc["characters"] = characters
+    if bank:
+        doc["voice_bank"] = [dict(v) for v in bank]
     header = "# Voices per character id. Edit a line to change how a character sounds in every episode.\n"
     atomic_write_text(Path(path), header + yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))

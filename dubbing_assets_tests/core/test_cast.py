@@ -91,3 +91,58 @@ def test_ids_and_voice_choice() -> None:
     assert choose_voice("c0002", 1, pinned, ["en_US-joe-medium"]) == assign_voice(
         1, None, ["en_US-joe-medium"]
     )
+
+
+# --------------------------------------------------------------------------------------------
+# casting by voice (the voice bank)
+
+
+def _bank():
+    from dubbing_assets.core.voicebank import BankVoice
+
+    return [BankVoice("kokoro", f"jf_{i}", None, "female", 250.0, tuple(unit(100 + i))) for i in range(3)] + [
+        BankVoice("kokoro", "jm_kumo", None, "male", 110.0, tuple(unit(200))),
+        BankVoice("piper", "en_US-joe-medium", None, "male", 120.0, tuple(unit(201)))]
+
+
+def test_bank_voice_is_the_nearest_unused_of_the_gender() -> None:
+    from dubbing_assets.core.cast import pick_bank_voice
+
+    bank = _bank()
+    voice, note = pick_bank_voice(near(unit(101), 1), "female", bank, {})
+    assert (voice.engine, voice.voice, voice.pitch_semitones) == ("kokoro", "jf_1", 0.0) and not note["shifted"]
+    # jf_1 is held by another character of the episode: the next nearest unused female voice
+    voice, note = pick_bank_voice(near(unit(101), 1), "female", bank, {"kokoro/jf_1": 1})
+    assert voice.voice in ("jf_0", "jf_2") and voice.pitch_semitones == 0.0
+    voice, _ = pick_bank_voice(near(unit(201), 2), "male", bank, {})
+    assert voice.voice == "en_US-joe-medium"
+
+
+def test_pitch_shift_only_when_the_bank_runs_out() -> None:
+    from dubbing_assets.core.cast import pick_bank_voice
+
+    bank = _bank()
+    held = {"kokoro/jm_kumo": 1, "piper/en_US-joe-medium": 1}
+    voice, note = pick_bank_voice(near(unit(200), 3), "male", bank, held)
+    assert voice.pitch_semitones != 0 and note["shifted"] and "exhausted" in note["why"]
+
+
+def test_cast_episode_gives_distinct_real_voices_and_keeps_them(tmp_path, ring) -> None:
+    """Three new speakers (two women, one man): three different bank voices, none shifted; kept next episode."""
+    from dubbing_assets.core.cast import cast_episode
+    from dubbing_assets.core.characters import transaction
+    from dubbing_assets.core.model import Speaker
+
+    bank = _bank()
+    speakers = [Speaker(label="spk0", embedding=near(unit(100), 4), seconds=5.0, lines=[0], f0_hz=260.0),
+                Speaker(label="spk1", embedding=near(unit(200), 5), seconds=5.0, lines=[1], f0_hz=100.0),
+                Speaker(label="spk2", embedding=near(unit(100), 6), seconds=5.0, lines=[2], f0_hz=240.0)]
+    with transaction(tmp_path / "s.chars", ring, "s") as store:
+        voices, assigned = cast_episode(store, speakers, "s-e01", {}, ["en_US-joe-medium"], bank=bank)
+    keys = {(v["engine"], v["voice"]) for v in voices.values()}
+    assert len(keys) == 3 and all(v["pitch_semitones"] == 0 for v in voices.values())
+    assert voices["spk0"]["voice"].startswith("jf_") and voices["spk2"]["voice"].startswith("jf_")
+    assert voices["spk1"]["engine"] in ("kokoro", "piper") and assigned["spk1"]["casting"]["gender"] == "male"
+    with transaction(tmp_path / "s.chars", ring, "s") as store:
+        again, _ = cast_episode(store, speakers, "s-e02", {}, ["en_US-joe-medium"], bank=bank)
+    assert again == voices

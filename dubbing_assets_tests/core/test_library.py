@@ -149,3 +149,18 @@ def test_cast_file_round_trip_and_validation(tmp_path: Path) -> None:
         bad.write_text(body)
         with pytest.raises(ConfigError):
             load_cast_file(bad)
+
+
+def test_cast_file_lists_the_voice_bank_and_pins_any_engine(tmp_path) -> None:
+    from dubbing_assets.core.library import load_cast_file, write_cast_file
+    from dubbing_assets.core.model import Voice
+
+    path = tmp_path / "cast.yaml"
+    kokoro = Voice(engine="kokoro", voice="jf_nezumi", speaker_id=None, length_scale=1.0, pitch_semitones=0.0,
+                   settings={})
+    bank = [{"engine": "kokoro", "voice": "jf_nezumi", "speaker_id": None, "gender": "female", "f0_hz": 240.0},
+            {"engine": "piper", "voice": "en_US-joe-medium", "speaker_id": None, "gender": "male", "f0_hz": 120.0}]
+    write_cast_file(path, {"c0001": kokoro}, names={"c0001": "Aiko"}, series="s", bank=bank)
+    text = path.read_text()
+    assert "voice_bank:" in text and "jf_nezumi" in text and "en_US-joe-medium" in text
+    assert load_cast_file(path) == {"c0001": kokoro}

@@ -146,13 +146,29 @@ def test_editing_one_line_resynthesizes_only_that_line(dubbed) -> None:
     assert manifest["updated_at"] >= dubbed["manifest"]["updated_at"]
 
 
-def test_voice_range_guides_casting(dubbed) -> None:
-    """Aiko speaks high (F0 ~290 Hz) and gets a raised voice; Kenji (~90 Hz) a lowered or plain one."""
+def test_casting_by_voice_gives_real_voices_of_each_gender(dubbed) -> None:
+    """Aiko (F0 ~290 Hz) gets a female bank voice, Kenji (~90 Hz) a male one; neither pitch-shifted.
+
+    The cast file lists the voice bank for people choosing a voice to pin.
+    """
+    import yaml
+
+    from dubbing_assets.core.engines.kokoro import voice_gender
+
     speakers = materialization_metadata(dubbed["result"], "speakers")
     f0 = dict(part.rsplit(" ", 1) for part in speakers["median_f0_hz"].split(", "))
     assert float(f0["Aiko"]) > 200 > 120 > float(f0["Kenji"])
-    voices = dubbed["result"].output_for_node("cast")["voices"]
-    assert voices["Aiko"]["pitch_semitones"] > 0 >= voices["Kenji"]["pitch_semitones"]
+    cast = dubbed["result"].output_for_node("cast")
+    voices, chars = cast["voices"], cast["characters"]
+    print({k: (v["engine"], v["voice"], chars[k]["casting"]) for k, v in voices.items()})
+    assert chars["Aiko"]["casting"]["voice_gender"] == "female" and voices["Aiko"]["engine"] == "kokoro"
+    assert voice_gender(voices["Aiko"]["voice"]) == "female"
+    assert chars["Kenji"]["casting"]["voice_gender"] == "male"
+    assert voices["Aiko"]["pitch_semitones"] == 0 == voices["Kenji"]["pitch_semitones"]
+    assert not chars["Aiko"]["casting"]["shifted"] and not chars["Kenji"]["casting"]["shifted"]
+    doc = yaml.safe_load((dubbed["settings"].output / "alpha-series" / "cast.yaml").read_text())
+    listed = {(v["engine"], v["voice"]) for v in doc["voice_bank"]}
+    assert {("kokoro", "jf_alpha"), ("kokoro", "jm_kumo"), ("piper", "en_US-joe-medium")} <= listed
 
 
 def test_cast_file_pin_changes_one_voice(dubbed) -> None:

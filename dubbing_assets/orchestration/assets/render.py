@@ -106,6 +106,7 @@ def cast(context: dg.AssetExecutionContext, dubbing: DubbingResource, speakers: 
     from dubbing_assets.core.characters import transaction
     from dubbing_assets.core.safepath import check_slug, safe_join
     from dubbing_assets.core.tts import get_engine
+    from dubbing_assets.core.voicebank import bank_engines, bank_listing, build_bank
 
     settings = dubbing.settings
     series = check_slug(_series(source_media), "series")
@@ -119,26 +120,31 @@ def cast(context: dg.AssetExecutionContext, dubbing: DubbingResource, speakers: 
     with user_errors():
         pinned = library.load_cast_file(cast_path)
         available = get_engine("piper", registry=dubbing.registry).voices()
+        engines = bank_engines(lambda name: get_engine(name, registry=dubbing.registry), log=context.log.info)
+        bank = build_bank(engines, settings.cache, log=context.log.info)
         with transaction(store_path, dubbing.keyring, series) as store:
             voices, assigned = castlib.cast_episode(store, spk.speakers, context.partition_key, pinned, available,
-                                                    cloner=cloner)
+                                                    cloner=cloner, bank=bank)
             all_voices = {c.id: Voice(**{k: v for k, v in c.voice.items() if k in Voice.__dataclass_fields__})
                           for c in store.characters if c.voice}
             names = {c.id: c.name for c in store.characters}
-        library.write_cast_file(cast_path, {**all_voices, **pinned}, names=names, series=series)
+        library.write_cast_file(cast_path, {**all_voices, **pinned}, names=names, series=series,
+                                bank=bank_listing(bank))
     for label, row in assigned.items():
         row["engine"] = voices[label]["engine"]
         if mode == "high":
             row.update(clone_notes.get(row["character_id"]) or {"engine": voices[label]["engine"],
                                                                  "fallback_reason": high_note})
-    rows = [{"speaker": k, **v, "voice": voices[k]["voice"], "pitch": voices[k]["pitch_semitones"]}
-            for k, v in assigned.items()]
+    rows = [{"speaker": k, **{f: x for f, x in v.items() if f != "casting"}, "voice": voices[k]["voice"],
+             "pitch": voices[k]["pitch_semitones"], "gender": (v.get("casting") or {}).get("gender"),
+             "cast by": (v.get("casting") or {}).get("why")} for k, v in assigned.items()]
     context.add_output_metadata({
         "mode": mode, "high_mode": high_note or ("voice cloning" if mode == "high" else "off"),
         "characters": len(assigned), "new_characters": sum(1 for v in assigned.values() if v["new"]),
+        "voice_bank": len(bank), "pitch_shifted": sum(1 for v in voices.values() if v["pitch_semitones"]),
         "cast_file": dg.MetadataValue.path(str(cast_path)),
         "cast": dg.MetadataValue.md(md_table(rows, ["speaker", "character_id", "name", "similarity", "new",
-                                                    "engine", "voice", "pitch"]
+                                                    "engine", "voice", "pitch", "gender", "cast by"]
                                              + (["reference_s", "conditioning"] if mode == "high" else []))
                                     if rows else "")})
     return {"voices": voices, "characters": assigned}
@@ -150,6 +156,7 @@ def cast(context: dg.AssetExecutionContext, dubbing: DubbingResource, speakers: 
                       "per-line cache so an edit re-synthesizes only that line.")
 def dub_speech(context: dg.AssetExecutionContext, dubbing: DubbingResource, translation: dict[str, Any],
                cast: dict[str, Any], source_media: dict[str, Any]) -> dict[str, Any]:
+    from dubbing_assets.core.engines import route_voices
     from dubbing_assets.core.timing import fit_lines
     from dubbing_assets.core.tts import get_engine
     from dubbing_assets.core.tts_cache import EncryptedLineCache
@@ -161,7 +168,7 @@ def dub_speech(context: dg.AssetExecutionContext, dubbing: DubbingResource, tran
     cache = EncryptedLineCache(settings.cache / "tts", dubbing.keyring, work / "cache-plain")
     duration = float(source_media["probe"].get("duration_s") or max(ln.end for ln in tr.lines) + 1.0)
     with user_errors():
-        engine = get_engine("piper", registry=dubbing.registry)
+        engine = route_voices(voices.values(), lambda name: get_engine(name, registry=dubbing.registry))
         if any(v.engine == "xtts" for v in voices.values()):
             from dubbing_assets.core.cloning import VerifiedCloneEngine
 
