@@ -62,6 +62,23 @@ def _lines(script_path: Path) -> list[TranslatedLine]:
     ]
 
 
+_KOKORO: list[Any] = []
+
+
+def _kokoro() -> Any:
+    """Kokoro, loaded once (None when its packages are not installed)."""
+    if not _KOKORO:
+        try:
+            from dubbing_assets.core.tts import get_engine
+
+            engine = get_engine("kokoro")
+            engine._load()
+        except Exception:  # noqa: BLE001 - bench without Kokoro still reports Piper
+            engine = None
+        _KOKORO.append(engine)
+    return _KOKORO[0]
+
+
 def bench_clip(engine: PiperEngine, media: Path, work: Path) -> dict[str, Any]:
     info = probe(media)
     duration = float(info["duration_s"])
@@ -113,6 +130,18 @@ def bench_clip(engine: PiperEngine, media: Path, work: Path) -> dict[str, Any]:
             pass
     raw = time.perf_counter() - t0
 
+    # the same texts through Kokoro (model loaded), same process: its speed against bare Piper
+    kokoro = _kokoro()
+    kokoro_s = None
+    if kokoro is not None:
+        from dubbing_assets.core.model import Voice
+
+        voice = Voice(engine="kokoro", voice=kokoro.default_voice)
+        t0 = time.perf_counter()
+        for i, ln in enumerate(lines):
+            kokoro.synthesize(ln.text, voice, work / f"kokoro{i}.wav")
+        kokoro_s = time.perf_counter() - t0
+
     render = sum(times[k] for k in ("extract", "tts", "fit", "mix", "mux"))
     ref = ebur128(mixed.path)
     return {
@@ -126,6 +155,9 @@ def bench_clip(engine: PiperEngine, media: Path, work: Path) -> dict[str, Any]:
         "raw_piper_s": round(raw, 3),
         "raw_piper_rtf": round(raw / duration, 4),
         "render_vs_raw_piper": round(render / raw, 2) if raw else None,
+        "kokoro_s": None if kokoro_s is None else round(kokoro_s, 3),
+        "kokoro_rtf": None if kokoro_s is None else round(kokoro_s / duration, 4),
+        "kokoro_vs_raw_piper": round(kokoro_s / raw, 2) if kokoro_s and raw else None,
         "cache": cache.stats,
         "fit": [
             {
@@ -174,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         stages = "  ".join(f"{k} {v:.3f}" for k, v in r["rtf"].items())
         print(
             f"{r['clip']}: RTF {stages}  | render {r['render_rtf']:.3f}  raw piper {r['raw_piper_rtf']:.3f}  "
-            f"ratio {r['render_vs_raw_piper']}x",
+            f"ratio {r['render_vs_raw_piper']}x  | kokoro {r['kokoro_rtf']}  kokoro/piper {r['kokoro_vs_raw_piper']}x",
             file=sys.stderr,
         )
     if args.json:

