@@ -9,6 +9,7 @@ block as the embedded instance; the workspace points at the code server.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -221,3 +222,81 @@ def test_dockerfiles_install_the_project_and_ffmpeg() -> None:
     assert entry.startswith("#!/bin/sh") and "dubbing instance init" in entry and 'exec "$@"' in entry
     proc = subprocess.run(["sh", "-n", str(DOCKER / "entrypoint.sh")], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+# -- past one host: Kubernetes (docker/k8s) ---------------------------------------------------------
+
+def _k8s() -> tuple[dict[str, Any], dict[str, Any]]:
+    return _yaml("k8s/dagster.yaml"), _yaml("k8s/run-tags.yaml")
+
+
+def test_k8s_lanes_volumes_and_key() -> None:
+    """What the Kubernetes files promise, checked without dagster-k8s: lanes, shared storage, the key."""
+    instance, tags = _k8s()
+    assert instance["concurrency"] == yaml.safe_load((REPO / "dagster.yaml").read_text())["concurrency"]
+    launcher = instance["run_launcher"]
+    assert (launcher["module"], launcher["class"]) == ("dagster_k8s", "K8sRunLauncher")
+    config = launcher["config"]
+    mounts = {m["mountPath"]: m for m in config["volume_mounts"]}
+    volumes = {v["name"]: v for v in config["volumes"]}
+    assert volumes[mounts["/data/dubbing"]["name"]]["persistentVolumeClaim"]["claimName"] == "dubbing-home"
+    key_mount = mounts["/run/secrets"]
+    assert key_mount["readOnly"] is True and volumes[key_mount["name"]]["secret"]["secretName"] == "dubbing-key"
+    assert "DUBBING_KEY" not in json.dumps(config.get("env_vars", []))
+    cpu = config["run_k8s_config"]
+    assert cpu["container_config"]["image"] == "dubbing-assets:cpu"
+    assert "nvidia.com/gpu" not in json.dumps(cpu)
+    assert cpu["pod_spec_config"]["node_selector"] == {"dubbing/pool": "cpu"}
+    gpu = tags["gpu"]["dagster-k8s/config"]
+    assert gpu["container_config"]["image"] == "dubbing-assets:cuda"
+    assert gpu["container_config"]["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert gpu["pod_spec_config"]["node_selector"] == {"dubbing/pool": "gpu"}
+    toleration = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    assert toleration in gpu["pod_spec_config"]["tolerations"]
+    assert tags["cpu"] == {}
+
+
+def test_k8s_config_passes_dagster_k8s_schemas(tmp_path: Path, pg_env: None) -> None:
+    """Where dagster-k8s is installed (it is not a project dependency): its schemas, and the Job it would build."""
+    pytest.importorskip("dagster_k8s", reason="dagster-k8s is not installed (not a project dependency)")
+    from dagster._config import process_config
+    from dagster._core.instance.config import dagster_instance_config
+    from dagster._core.storage.dagster_run import DagsterRun
+    from dagster_k8s import K8sRunLauncher
+    from dagster_k8s.container_context import K8sContainerContext
+    from dagster_k8s.job import construct_dagster_k8s_job
+
+    instance, tags = _k8s()
+    shutil.copy(DOCKER / "k8s" / "dagster.yaml", tmp_path / "dagster.yaml")
+    dagster_instance_config(str(tmp_path))
+    result = process_config(K8sRunLauncher.config_type(), instance["run_launcher"]["config"])
+    assert result.success, result.errors
+    kubeconfig = tmp_path / "kubeconfig"  # never contacted: the launcher only loads it
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "x",
+        "clusters": [{"name": "x", "cluster": {"server": "https://127.0.0.1:9"}}],
+        "contexts": [{"name": "x", "context": {"cluster": "x", "user": "x"}}], "users": [{"name": "x", "user": {}}]}))
+    launcher = K8sRunLauncher(**{**result.value, "load_incluster_config": False, "kubeconfig_file": str(kubeconfig)})
+
+    def pod(lane: str) -> dict[str, Any]:
+        run_tags = {"dubbing/lane": lane, **{k: json.dumps(v) for k, v in tags[lane].items()}}
+        run = DagsterRun(job_name="dub_low" if lane == "cpu" else "dub_high", run_id=f"run-{lane}", tags=run_tags)
+        context = K8sContainerContext.create_for_run(run, launcher, include_run_tags=True)
+        job = construct_dagster_k8s_job(context.get_k8s_job_config(None, launcher), ["dagster", "api", "execute_run"],
+                                        f"dagster-run-{lane}", user_defined_k8s_config=context.run_k8s_config,
+                                        env_vars=[])
+        return job.to_dict()["spec"]["template"]["spec"]
+
+    gpu, cpu = pod("gpu"), pod("cpu")
+    assert gpu["containers"][0]["image"] == "dubbing-assets:cuda"
+    assert str(gpu["containers"][0]["resources"]["limits"]["nvidia.com/gpu"]) == "1"
+    assert gpu["node_selector"] == {"dubbing/pool": "gpu"}
+    assert any(t["key"] == "nvidia.com/gpu" for t in gpu["tolerations"])
+    assert cpu["containers"][0]["image"] == "dubbing-assets:cpu" and cpu["node_selector"] == {"dubbing/pool": "cpu"}
+    assert "nvidia.com/gpu" not in json.dumps(cpu["containers"][0]["resources"]) and not cpu.get("tolerations")
+    for spec in (gpu, cpu):
+        mounts = {m["mount_path"]: m for m in spec["containers"][0]["volume_mounts"]}
+        assert mounts["/run/secrets"]["read_only"] is True and "/data/dubbing" in mounts
+        env = {e["name"] for e in spec["containers"][0].get("env") or []}
+        assert "DUBBING_KEY" not in env
+        assert spec["containers"][0]["args"] == ["dagster", "api", "execute_run"]  # the image's entrypoint stays
