@@ -160,7 +160,7 @@ def test(extra: list[str]) -> int:
     if high_only:
         extra = extra[1:]
     ensure_system_packages({"chromium": "chromium", "/usr/lib/postgresql": "postgresql", "espeak-ng": "espeak-ng",
-                            "ffmpeg": "ffmpeg"})
+                            "ffmpeg": "ffmpeg", "dockerd": "docker.io", "debootstrap": "debootstrap"})
     if extra:  # just the given tests, in one environment
         return pytest_pass(setup(high=high_only), extra, ".venv-high" if high_only else ".venv")
     low, high = setup(), setup(high=True)
