@@ -150,6 +150,10 @@ def resolve_piper_model(name_or_path: str | Path | None = None, registry: Any | 
 # Piper
 
 
+#: Seed of onnxruntime's random ops when a Piper voice is loaded (see `PiperEngine._voice`).
+PIPER_SEED = 0
+
+
 class PiperEngine:
     """Piper (VITS, ONNX) through the piper-tts Python API.
 
@@ -243,6 +247,13 @@ class PiperEngine:
                 except ImportError as exc:
                     raise ToolNotFoundError("piper-tts is not installed; `pip install piper-tts`.") from exc
                 try:
+                    # Piper's noise comes from random ops inside its ONNX graph, whose generators are seeded
+                    # from onnxruntime's global seed when the session is created: seeding here makes a
+                    # process's sequence of lines come out the same on every run (reproducible dubs, and
+                    # tests whose figures do not drift from one run to the next).
+                    import onnxruntime
+
+                    onnxruntime.set_seed(PIPER_SEED)
                     self._loaded[name] = PiperVoice.load(self._paths[name], use_cuda=self.use_cuda)
                 except Exception as exc:  # noqa: BLE001 - a broken model file is the user's to fix
                     raise ModelNotFoundError(
