@@ -6,7 +6,9 @@ the installed Piper voices, and the speakers of multi-speaker Piper models (up
 to `MAX_SPEAKERS_PER_MODEL` each). Each is spoken once on `SAMPLE_TEXT`; its
 speaker embedding (the diarization encoder, so it compares with characters'
 embeddings), median F0 and gender are kept in ``<cache>/voicebank/<key>.json``,
-keyed by the engine version and the voice, so the next run reads them.
+keyed by the engine version and the voice, so the next run reads them; the
+same entries go to the per-user cache (`user_cache_dir`), so a fresh
+DUBBING_HOME does not embed the same voices again.
 
 Gender comes from the voice's name where the engine says it (Kokoro's `jf_`/`jm_`),
 else from its median F0 (`voicerange.range_hint`).
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -76,10 +79,22 @@ def _name_gender(engine: Any, voice: str) -> str | None:
     return None
 
 
-def build_bank(engines: Sequence[Any], cache_dir: Path | None, *,
+def user_cache_dir() -> Path:
+    """The per-user cache of bank entries (``$XDG_CACHE_HOME/dubbing_assets``, else ``~/.cache/...``).
+
+    An entry depends only on the installed engine, voice and encoder (all in its key), not on any
+    DUBBING_HOME, so every instance of one user shares it and a fresh instance does not spend a
+    minute re-embedding the same voices.
+    """
+    root = os.environ.get("XDG_CACHE_HOME", "").strip() or str(Path.home() / ".cache")
+    return Path(root) / "dubbing_assets"
+
+
+def build_bank(engines: Sequence[Any], cache_dir: Path | Sequence[Path] | None, *,
                embed: Callable[[Any], Sequence[float]] | None = None,
                log: Callable[[str], None] | None = None) -> list[BankVoice]:
-    """The bank of `engines` (built `TTSEngine`s), reading and filling the cache in `cache_dir`."""
+    """The bank of `engines` (built `TTSEngine`s), reading the first cache of `cache_dir` (one folder or
+    several, in order) that has an entry and writing new entries to all of them."""
     from dubbing_assets.core import diarize
     from dubbing_assets.core.media import load_audio_mono16k
     from dubbing_assets.core.voicerange import median_f0, range_hint
@@ -88,17 +103,24 @@ def build_bank(engines: Sequence[Any], cache_dir: Path | None, *,
         def embed(audio: Any) -> Sequence[float]:
             return diarize.embed_span(audio, 0.0, len(audio) / diarize.SAMPLE_RATE)
     bank: list[BankVoice] = []
-    folder = Path(cache_dir) / "voicebank" if cache_dir is not None else None
+    dirs = [] if cache_dir is None else [cache_dir] if isinstance(cache_dir, str | Path) else list(cache_dir)
+    folders = [Path(d) / "voicebank" for d in dirs]
     for engine in engines:
         for name, speaker_id in _entries(engine):
             digest = hashlib.sha256(json.dumps([BANK_VERSION, engine.name, engine.version, name, speaker_id,
                                                 SAMPLE_TEXT, diarize.ENCODER]).encode()).hexdigest()[:24]
-            cached = folder / f"{digest}.json" if folder is not None else None
-            if cached is not None and cached.is_file():
-                d = json.loads(cached.read_text(encoding="utf-8"))
-                bank.append(BankVoice(d["engine"], d["voice"], d["speaker_id"], d["gender"], d["f0_hz"],
-                                      tuple(d["embedding"])))
-                continue
+            cached = next((f / f"{digest}.json" for f in folders if (f / f"{digest}.json").is_file()), None)
+            if cached is not None:
+                try:
+                    d = json.loads(cached.read_text(encoding="utf-8"))
+                    bank.append(BankVoice(d["engine"], d["voice"], d["speaker_id"], d["gender"], d["f0_hz"],
+                                          tuple(d["embedding"])))
+                    for folder in folders:  # fill the caches that lack it
+                        if not (folder / f"{digest}.json").is_file():
+                            _write_entry(folder / f"{digest}.json", d)
+                    continue
+                except (OSError, ValueError, KeyError):
+                    pass  # a damaged entry is rebuilt below
             voice = Voice(engine=engine.name, voice=name, speaker_id=speaker_id, length_scale=1.0,
                           pitch_semitones=0.0, settings={})
             with tempfile.TemporaryDirectory() as tmp:
@@ -108,13 +130,20 @@ def build_bank(engines: Sequence[Any], cache_dir: Path | None, *,
             gender = _name_gender(engine, name) or range_hint(f0)
             entry = BankVoice(engine.name, name, speaker_id, gender, None if f0 is None else round(f0, 1),
                               tuple(round(float(x), 6) for x in embed(audio)))
-            if cached is not None:
-                cached.parent.mkdir(parents=True, exist_ok=True)
-                atomic_write_text(cached, json.dumps(entry.to_dict()))
+            for folder in folders:
+                _write_entry(folder / f"{digest}.json", entry.to_dict())
             if log is not None:
                 log(f"voice bank: embedded {entry.key} ({gender or 'unknown gender'}, F0 {entry.f0_hz})")
             bank.append(entry)
     return bank
+
+
+def _write_entry(path: Path, data: dict[str, Any]) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(data))
+    except OSError:
+        pass  # a read-only or full cache only costs the embedding next time
 
 
 def bank_engines(build: Callable[[str], Any], names: Sequence[str] = ("kokoro", "piper"),

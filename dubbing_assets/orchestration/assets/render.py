@@ -106,7 +106,7 @@ def cast(context: dg.AssetExecutionContext, dubbing: DubbingResource, speakers: 
     from dubbing_assets.core.characters import transaction
     from dubbing_assets.core.safepath import check_slug, safe_join
     from dubbing_assets.core.tts import get_engine
-    from dubbing_assets.core.voicebank import bank_engines, bank_listing, build_bank
+    from dubbing_assets.core.voicebank import bank_engines, bank_listing, build_bank, user_cache_dir
 
     settings = dubbing.settings
     series = check_slug(_series(source_media), "series")
@@ -121,7 +121,7 @@ def cast(context: dg.AssetExecutionContext, dubbing: DubbingResource, speakers: 
         pinned = library.load_cast_file(cast_path)
         available = get_engine("piper", registry=dubbing.registry).voices()
         engines = bank_engines(lambda name: get_engine(name, registry=dubbing.registry), log=context.log.info)
-        bank = build_bank(engines, settings.cache, log=context.log.info)
+        bank = build_bank(engines, [settings.cache, user_cache_dir()], log=context.log.info)
         with transaction(store_path, dubbing.keyring, series) as store:
             voices, assigned = castlib.cast_episode(store, spk.speakers, context.partition_key, pinned, available,
                                                     cloner=cloner, bank=bank)
