@@ -84,6 +84,48 @@ def _episode_runs(instance, key: str) -> list[Any]:
     return list(instance.get_runs(filters=dg.RunsFilter(tags={"dubbing/episode": key}), limit=20))
 
 
+#: How long `wait` gives the daemon to decide on a retry after a run failed (the retry daemon's tick is ~30 s).
+RETRY_DECISION_S = 120.0
+
+
+def _failed_stage(instance, run) -> dict[str, Any] | None:
+    """The stage a failed run stopped in and why: a step that failed, else one that started and never ended
+    (its worker died), with the run's failure reason and whether a retry from the failure follows."""
+    if run.status.value != "FAILURE":
+        return None
+    import dagster as dg
+
+    started, ended, failed = [], set(), {}
+    for record in instance.get_records_for_run(run.run_id, of_type={
+            dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCESS,
+            dg.DagsterEventType.STEP_FAILURE, dg.DagsterEventType.STEP_SKIPPED}, limit=1000).records:
+        entry = record.event_log_entry
+        step, kind = entry.step_key, entry.dagster_event.event_type
+        if kind == dg.DagsterEventType.STEP_START:
+            started.append(step)
+        elif kind == dg.DagsterEventType.STEP_FAILURE:
+            error = entry.dagster_event.step_failure_data.error
+            failed[step] = error.message.strip().splitlines()[-1][:300] if error else "failed"
+        else:
+            ended.add(step)
+    stage = next(iter(failed), None) or next((st for st in started if st not in ended), None)
+    reason = failed.get(stage) if stage in failed else None
+    if reason is None:
+        tag = run.tags.get("dagster/failure_reason", "")
+        reason = ("the run worker stopped while this stage ran (killed, out of memory or a restart)"
+                  if tag in ("", "RUN_WORKER_DIED", "UNEXPECTED_TERMINATION", "UNKNOWN") else tag.lower())
+    will_retry = run.tags.get("dagster/will_retry")
+    retries = int(instance.run_retries_max_retries) if instance.run_retries_enabled else 0
+    attempt = int(run.tags.get("dagster/retry_number", "0"))
+    if will_retry == "true":
+        nxt = f"retrying from {stage or 'the failure'} (retry {attempt + 1} of {retries}); finished stages are kept"
+    elif will_retry == "false" or not retries:
+        nxt = f"no automatic retry; fix the cause, then `dubbing rerun EPISODE --from {stage or 'STAGE'}`"
+    else:
+        nxt = "the daemon is deciding whether to retry it"
+    return {"stage": stage, "reason": reason, "next": nxt, "will_retry": will_retry}
+
+
 def _record(settings: Settings, key: str) -> dict[str, Any] | None:
     path = safe_join(settings.episodes, f"{check_slug(key, 'episode key')}.json")
     return json.loads(path.read_text()) if path.exists() else None
@@ -101,7 +143,10 @@ def _status_of(settings: Settings, instance, key: str) -> dict[str, Any]:
         "episode": key,
         "record": record,
         "runs": [{"run_id": r.run_id, "status": r.status.value, "job": r.job_name,
-                  "lane": r.tags.get("dubbing/lane"), "run_key": r.tags.get("dagster/run_key")} for r in runs],
+                  "lane": r.tags.get("dubbing/lane"), "run_key": r.tags.get("dagster/run_key"),
+                  "retry_of": r.tags.get("dagster/parent_run_id"),
+                  **({"failed": _failed_stage(instance, r)} if k == 0 and r.status.value == "FAILURE" else {})}
+                 for k, r in enumerate(runs)],
         "output": (manifest or {}).get("video_path"),
         "manifest": manifest,
     }
@@ -121,6 +166,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         if st["output"]:
             line += f" {st['output']}"
         print(line)
+        failed = st["runs"][0].get("failed") if st["runs"] else None
+        if failed:
+            print(f"  stopped in {failed['stage'] or 'an unknown stage'}: {failed['reason']}\n  next: {failed['next']}")
     return 0
 
 
@@ -159,6 +207,7 @@ def cmd_wait(args: argparse.Namespace) -> int:
     deadline = time.monotonic() + args.timeout
     started = time.time()
     last_status = None
+    retry_grace: float | None = None
     while time.monotonic() < deadline:
         pending = _pending_requests(settings, key)
         record = _record(settings, key)
@@ -176,19 +225,29 @@ def cmd_wait(args: argparse.Namespace) -> int:
             if not runs:
                 status = "run requested, not created yet"
             else:
-                run = runs[0]
+                run = runs[0]  # the newest: a retry carries its parent's run key
                 status = run.status.value
-                if status in TERMINAL:
+                failed = _failed_stage(instance, run)
+                if failed and failed["will_retry"] != "false" and instance.run_retries_enabled and (
+                        failed["will_retry"] == "true" or time.monotonic() < (retry_grace or (
+                            retry_grace := time.monotonic() + RETRY_DECISION_S))):
+                    status = f"run {run.run_id[:8]} failed in {failed['stage']}: {failed['reason']}; {failed['next']}"
+                elif status in TERMINAL:
                     print(f"{key}: run {run.run_id[:8]} {status}", flush=True)
                     if status == "SUCCESS":
                         st = _status_of(settings, instance, key)
                         if st["output"]:
                             print(f"output: {st['output']}")
                         return 0
+                    if failed:
+                        print(f"{key}: stopped in {failed['stage']}: {failed['reason']}; {failed['next']}",
+                              file=sys.stderr)
                     print(f"{key}: run {run.run_id} ended {status}; see `dubbing status {key}` or the web UI",
                           file=sys.stderr)
                     return 1
-                status = f"run {run.run_id[:8]} {status}"
+                else:
+                    retry_grace = None
+                    status = f"run {run.run_id[:8]} {status}"
         if status != last_status:
             print(f"{key}: {status}", flush=True)
             last_status = status

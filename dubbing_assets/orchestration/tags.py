@@ -2,7 +2,9 @@
 
 The lane tag routes a run to the GPU or CPU queue (limits in dagster.yaml's
 `concurrency:` block), the owner tag feeds the per-owner limit, and
-`dagster/priority` orders the queue.
+`dagster/priority` orders the queue. `dagster/retry_strategy` says how a run
+whose worker died is retried (dagster.yaml's `run_retries`): from the failure,
+keeping the stages that finished.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ OWNER = "dubbing/owner"
 PRIORITY = "dagster/priority"
 EPISODE = "dubbing/episode"
 MODE = "dubbing/mode"
+RETRY_STRATEGY = "dagster/retry_strategy"
 
 MODES = ("low", "high")
 
@@ -25,7 +28,8 @@ def lane_for(mode: str) -> str:
 
 def run_tags(*, mode: str = "low", owner: str = "unknown", priority: int = 0, episode: str | None = None
              ) -> dict[str, str]:
-    tags = {LANE: lane_for(mode), OWNER: owner or "unknown", PRIORITY: str(int(priority)), MODE: mode}
+    tags = {LANE: lane_for(mode), OWNER: owner or "unknown", PRIORITY: str(int(priority)), MODE: mode,
+            RETRY_STRATEGY: "FROM_FAILURE"}
     if episode:
         tags[EPISODE] = episode
     return tags

@@ -74,10 +74,11 @@ def workspace(instance: dg.DagsterInstance) -> Iterator[WorkspaceProcessContext]
         yield context
 
 
-def _submit(instance: dg.DagsterInstance, owner: str, mode: str, priority: int, n: int) -> DagsterRun:
+def _submit(instance: dg.DagsterInstance, owner: str, mode: str, priority: int, n: int,
+            key: str | None = None) -> DagsterRun:
     """A QUEUED run as the sensor's request would create it: job default tags, then the request's tags."""
     job = defs.resolve_job_def("dub_episode_high" if mode == "high" else "dub_episode")
-    key = f"show-e{n:02d}"
+    key = key or f"show-e{n:02d}"
     tags = {**job.tags, **run_tags(mode=mode, owner=owner, priority=priority, episode=key),
             "dagster/partition": key}
     origin = RemoteRepositoryOrigin(RegisteredCodeLocationOrigin("dubbing_assets"), "__repository__")
@@ -204,3 +205,21 @@ def test_owner_limit_alone_holds_a_third_run_back(
     _finish(instance, next(r for r in _in_progress(instance) if _priority(r) == 5))
     list(daemon.run_iteration(workspace))
     assert _queued(instance) == []
+
+
+def test_one_run_per_episode_at_a_time(instance: dg.DagsterInstance, workspace: WorkspaceProcessContext) -> None:
+    """Two runs of one episode (a resubmission, a UI launch, a backfill) never run together: they would
+    replace each other's artifacts. Another episode is not held back by it."""
+    assert _limit("dagster/partition", {"applyLimitPerUniqueValue": True}) == 1
+    first = _submit(instance, "alice", "low", 5, 0, key="show-e01")
+    again = _submit(instance, "bob", "low", 9, 1, key="show-e01")
+    other = _submit(instance, "carol", "low", 0, 2, key="show-e02")
+    daemon = QueuedRunCoordinatorDaemon(interval_seconds=1)
+    list(daemon.run_iteration(workspace))
+    running = {r.run_id for r in _in_progress(instance)}
+    # bob's run has the higher priority, so it went first; alice's waits for it, carol's does not.
+    assert running == {again.run_id, other.run_id}, _summary(_in_progress(instance))
+    assert [r.run_id for r in _queued(instance)] == [first.run_id]
+    _finish(instance, instance.get_run_by_id(again.run_id))
+    list(daemon.run_iteration(workspace))
+    assert first.run_id in {r.run_id for r in _in_progress(instance)} and _queued(instance) == []
