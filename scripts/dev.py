@@ -69,7 +69,7 @@ def setup(high: bool = False) -> Path:
         return bindir
     started = time.time()
     if high:
-        log("setting up the high-mode environment (.venv-high: torch 2.11 + coqui-tts, about 5.5 GB, "
+        log("setting up the high-mode environment (.venv-high: torch 2.11 + coqui-tts, about 6.7 GB, "
             "a few minutes)")
     run([bindir / "python", "-m", "pip", "install", "--quiet", "setuptools<81", "wheel"])
     run([bindir / "python", "-m", "pip", "install", "--quiet", "-e", f"{ROOT}[{extras}]"])
