@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dubbing_assets.core.fsutil import atomic_write_json, file_sha256
+from dubbing_assets.core.media import is_plain_file
 from dubbing_assets.core.review import is_user_edit
 from dubbing_assets.core.safepath import check_slug, safe_join, slugify
 
@@ -231,7 +232,7 @@ class InboxScanner:
             self.db.execute("INSERT OR IGNORE INTO keys(key, relpath) VALUES(?,?)", (key, relpath))
             stem = Path(relpath).stem
             sidecars = sorted(f"{series}/{p.name}" for p in (self.inbox / series).glob(f"{glob_escape(stem)}.*")
-                              if p.suffix.lower() in SIDECAR_EXTENSIONS)
+                              if p.suffix.lower() in SIDECAR_EXTENSIONS and is_plain_file(p))
             result.ready.append(ReadyEpisode(key=key, series=slugify(series) or "series", relpath=relpath,
                                              fingerprint=fingerprint, size=st.st_size, sidecars=sidecars,
                                              changed=bool(requested) or row is not None,

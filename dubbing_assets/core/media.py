@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import stat
 import tempfile
 from fractions import Fraction
 from pathlib import Path
@@ -83,15 +84,25 @@ def _open(path: Path) -> Any:
                          "video file and upload it again.") from exc
 
 
+def is_plain_file(path: Path) -> bool:
+    """A regular file itself, not a link to one (`lstat`): a sidecar that is a symlink could point
+    anywhere on the machine (`ep01.srt -> /elsewhere/secret.srt`) and is never read."""
+    try:
+        return stat.S_ISREG(path.lstat().st_mode)
+    except OSError:
+        return False
+
+
 def sidecar_subtitles(path: str | Path) -> list[dict[str, Any]]:
-    """Subtitle files next to the media with the same base name (`ep.srt`, `ep.en.ass`)."""
+    """Subtitle files next to the media with the same base name (`ep.srt`, `ep.en.ass`); regular files
+    only, never symlinks or devices."""
     path = Path(path)
     found: list[dict[str, Any]] = []
     if not path.parent.is_dir():
         return found
     stem = path.stem
     for cand in sorted(path.parent.iterdir()):
-        if cand == path or not cand.is_file() or cand.suffix.lower() not in SUBTITLE_SUFFIXES:
+        if cand == path or cand.suffix.lower() not in SUBTITLE_SUFFIXES or not is_plain_file(cand):
             continue
         rest = cand.name[: -len(cand.suffix)]
         if rest == stem:

@@ -127,3 +127,22 @@ def test_episode_slug_patterns() -> None:
     assert episode_slug("Show - 12 [abc].mkv") == "e12"
     assert episode_slug("Episode 3.mp4") == "e03"
     assert episode_slug("pilot.mkv") == "pilot"
+
+
+def test_symlinked_sidecars_are_never_followed(tmp_path: Path) -> None:
+    """`ep01.srt -> /elsewhere/secret.srt` must not become script lines (issue 14, item 4): the inbox lists
+    and `source_media` reads regular files beside the episode only, never links or devices."""
+    from dubbing_assets.core.media import sidecar_subtitles
+
+    video = _drop(tmp_path, "Alpha Series", "Alpha Series - 01.mp4")
+    secret = tmp_path / "elsewhere" / "secret.srt"
+    secret.parent.mkdir()
+    secret.write_text("1\n00:00:01,000 --> 00:00:02,000\nthe studio's unreleased line\n", encoding="utf-8")
+    (video.parent / "Alpha Series - 01.srt").symlink_to(secret)
+    os.mkfifo(video.parent / "Alpha Series - 01.ja.ass")
+    (video.parent / "Alpha Series - 01.en.ass").write_text("[Script Info]\n", encoding="utf-8")
+    assert [Path(s["path"]).name for s in sidecar_subtitles(video)] == ["Alpha Series - 01.en.ass"]
+    s = _scanner(tmp_path)
+    s.scan()
+    (ready,) = s.scan().ready
+    assert ready.sidecars == ["Alpha Series/Alpha Series - 01.en.ass"]
