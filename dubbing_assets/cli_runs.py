@@ -16,8 +16,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dubbing_assets.core.inbox import SIDECAR_EXTENSIONS, episode_key
-from dubbing_assets.core.requests import STAGES, SubmitOptions, write_rerun_request, write_submit_request
+from dubbing_assets.core.fsutil import file_sha256
+from dubbing_assets.core.inbox import SIDECAR_EXTENSIONS, episode_key, glob_escape
+from dubbing_assets.core.requests import (
+    STAGES,
+    SubmitOptions,
+    submit_request_path,
+    write_rerun_request,
+    write_submit_request,
+)
 from dubbing_assets.core.safepath import check_slug, safe_join, slugify
 from dubbing_assets.core.settings import Settings, load_settings
 from dubbing_assets.errors import DubbingError, MediaError
@@ -43,6 +50,7 @@ def _copy_atomic(src: Path, dest: Path) -> None:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     from dubbing_assets.core import media
+    from dubbing_assets.core.media import is_plain_file
 
     settings = load_settings().ensure()
     src = Path(args.file)
@@ -57,15 +65,24 @@ def cmd_submit(args: argparse.Namespace) -> int:
     options = SubmitOptions(owner=args.owner or settings.owner, mode=args.mode, target_lang=args.to.lower(),
                             priority=args.priority, visibility="public" if args.public else "private",
                             series=series, episode=args.episode).validate()
-    write_submit_request(settings.requests, key, options)
     folder = safe_join(settings.inbox, series_slug)
     folder.mkdir(parents=True, exist_ok=True)
-    for sidecar in sorted(src.parent.glob(f"{src.stem}.*")):
-        if sidecar.suffix.lower() in SIDECAR_EXTENSIONS:
+    target = safe_join(folder, target_name)
+    if (target.exists() and submit_request_path(settings.requests, key).exists()
+            and file_sha256(target) != file_sha256(src)):
+        # Another file that slugs alike ("Ep 1.mkv" then "ep_1.mkv") is still waiting for the sensor:
+        # replacing it now would lose it before it was ever queued.
+        raise DubbingError(f"{series_slug}/{target_name} already holds a different file that the inbox sensor "
+                           f"has not queued yet; wait for it (`dubbing wait {key}`) or give this one another "
+                           "--episode.")
+    for sidecar in sorted(src.parent.glob(f"{glob_escape(src.stem)}.*")):
+        if sidecar.suffix.lower() in SIDECAR_EXTENSIONS and is_plain_file(sidecar):
             rest = sidecar.name[len(src.stem):]
             _copy_atomic(sidecar, safe_join(folder, Path(target_name).stem + slugify_suffix(rest)))
             print(f"sidecar: {sidecar.name}")
-    _copy_atomic(src, safe_join(folder, target_name))
+    _copy_atomic(src, target)
+    # Only now, with the file complete in the inbox: a failed copy leaves no request pending.
+    write_submit_request(settings.requests, key, options)
     print(f"submitted {src.name} as {series_slug}/{target_name} (owner {options.owner}, mode {options.mode}, "
           f"to {options.target_lang}); the inbox sensor will queue it")
     print(key)

@@ -66,3 +66,38 @@ def test_wait_times_out_with_exit_2_when_nothing_runs(dubbing_env: Path, capsys)
 def test_hostile_episode_names_are_refused(dubbing_env: Path, capsys) -> None:
     assert main(["wait", "../etc", "--timeout", "1"]) == 1
     assert "not allowed" in capsys.readouterr().err
+
+
+def test_submit_never_replaces_a_different_file_still_waiting(dubbing_env: Path, tmp_path: Path, capsys) -> None:
+    """`Ep 1.mp4` then `ep_1.mp4` slug alike: the second must not overwrite the first before the sensor
+    queued it (issue 14, item 3). The same bytes again are fine."""
+    first, second = tmp_path / "Ep 1.mp4", tmp_path / "ep_1.mp4"
+    shutil.copyfile(MEDIA / "en_monologue.mp4", first)
+    shutil.copyfile(MEDIA / "en_monologue.mp4", second)
+    with open(second, "ab") as fh:
+        fh.write(b"\0" * 64)  # other bytes, still a valid file
+    assert main(["submit", str(first), "--series", "show"]) == 0
+    key = capsys.readouterr().out.strip().splitlines()[-1]
+    settings = load_settings()
+    target = settings.inbox / "show" / "ep-1.mp4"
+    assert target.read_bytes() == first.read_bytes()
+    assert main(["submit", str(second), "--series", "show"]) == 1
+    err = capsys.readouterr().err
+    assert "already holds a different file" in err and key in err
+    assert target.read_bytes() == first.read_bytes()  # nothing lost
+    assert main(["submit", str(first), "--series", "show"]) == 0  # identical content: harmless
+
+
+def test_submit_copies_sidecars_with_glob_characters_but_no_links(dubbing_env: Path, tmp_path: Path) -> None:
+    """`[SubsPlease] Show - 01 (1080p).en.srt` is copied (issue 14, item 8); a symlinked sidecar is not
+    (item 4); and the request is written only once the file is in the inbox."""
+    src = tmp_path / "[SubsPlease] Show - 01 (1080p).mp4"
+    shutil.copyfile(MEDIA / "en_monologue.mp4", src)
+    (tmp_path / "[SubsPlease] Show - 01 (1080p).en.srt").write_text("1\n00:00:00,500 --> 00:00:02,000\nHi\n")
+    secret = tmp_path / "secret.srt"
+    secret.write_text("1\n00:00:00,500 --> 00:00:02,000\nsecret\n")
+    (tmp_path / "[SubsPlease] Show - 01 (1080p).ja.srt").symlink_to(secret)
+    assert main(["submit", str(src), "--series", "show", "--episode", "e01"]) == 0
+    names = sorted(p.name for p in (load_settings().inbox / "show").iterdir())
+    assert names == ["e01.en.srt", "e01.mp4"], names
+    assert (load_settings().requests / "submit-show-e01.json").exists()
