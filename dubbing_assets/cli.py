@@ -41,8 +41,9 @@ from dubbing_assets.core.crypto import (
     plaintext_tempfile,
     verify_file,
 )
+from dubbing_assets.core.crypto.errors import KeyringError
 from dubbing_assets.core.crypto.files import fsync_dir
-from dubbing_assets.core.crypto.keyring import fingerprint
+from dubbing_assets.core.crypto.keyring import ENV_KEY_VAR, fingerprint
 from dubbing_assets.core.settings import load_settings
 from dubbing_assets.errors import DubbingError
 
@@ -70,9 +71,13 @@ def cmd_keys_init(args: argparse.Namespace) -> int:
 
 def cmd_keys_rotate(args: argparse.Namespace) -> int:
     path = _keyring_path(args)
-    ring = Keyring.load(path)
-    old = ring.active_id
-    new = ring.rotate()
+    if os.environ.get(ENV_KEY_VAR, "").strip():
+        raise KeyringError(f"{ENV_KEY_VAR} is set and pins the active key, so a rotated key in the file would "
+                           f"not be used; unset {ENV_KEY_VAR} to rotate the keyring file, or rotate the secret "
+                           "itself.", path=path)
+    with Keyring.editing(path) as ring:
+        old = ring.active_id
+        new = ring.rotate()
     print(f"new active key {new} (fingerprint {_fp(ring, new)}); previous key {old} kept for reading; "
           f"{len(ring)} keys in {path}")
     return 0
@@ -92,10 +97,11 @@ def cmd_keys_import(args: argparse.Namespace) -> int:
     path = _keyring_path(args)
     data = Path(args.file).read_bytes()
     created = not path.exists()
-    ring = Keyring.load_or_create(path)
+    Keyring.load_or_create(path)
     if created:
-        print(f"created keyring {path} (mode 0600) with a new active key {ring.active_id}")
-    kid = ring.import_key(data, args.id, activate=args.activate)
+        print(f"created keyring {path} (mode 0600) with a new active key")
+    with Keyring.editing(path) as ring:
+        kid = ring.import_key(data, args.id, activate=args.activate)
     role = "active" if ring.active_id == kid else "kept for reading"
     print(f"imported key {kid} (fingerprint {_fp(ring, kid)}), {role}, into {path}")
     return 0

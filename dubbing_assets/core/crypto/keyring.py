@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import json
 import os
 import stat
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +32,7 @@ from typing import Any
 from dubbing_assets.core.crypto.errors import KeyringError, KeyringPermissionWarning, UnknownKeyIdError
 from dubbing_assets.core.crypto.files import atomic_write_bytes
 from dubbing_assets.core.crypto.format import KEY_ID_RE, KEY_SIZE
+from dubbing_assets.core.fsutil import file_lock
 
 KEYRING_VERSION = 1
 ENV_KEY_VAR = "DUBBING_KEY"
@@ -142,23 +144,46 @@ class Keyring:
 
     @classmethod
     def create(cls, path: Path) -> Keyring:
-        """Create a new keyring file with one random active key (0600; parent created 0700)."""
+        """Create a new keyring file with one random active key (0600; parent created 0700).
+
+        Exclusive: the file is written aside and linked into place, which fails if a keyring appeared
+        meanwhile, so two processes creating at once never replace each other's key (files encrypted
+        under the replaced one would be unreadable).
+        """
         path = Path(path)
+        exists = KeyringError("a keyring already exists here; refusing to overwrite it "
+                              "(use `dubbing keys rotate` for a new active key).", path=path)
         if path.exists():
-            raise KeyringError("a keyring already exists here; refusing to overwrite it "
-                               "(use `dubbing keys rotate` for a new active key).", path=path)
+            raise exists
         if not path.parent.exists():
-            path.parent.mkdir(parents=True, mode=0o700)
+            path.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
             os.chmod(path.parent, 0o700)  # mkdir's mode is filtered by the umask
         key = os.urandom(KEY_SIZE)
         ring = cls([_Entry(default_key_id(key), _now(), key)], default_key_id(key), path)
-        ring.save()
+        staged = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.new")
+        atomic_write_bytes(staged, ring._serialised(), mode=0o600)
+        try:
+            os.link(staged, path)
+        except FileExistsError:
+            raise exists from None
+        finally:
+            staged.unlink(missing_ok=True)
         return ring
 
     @classmethod
     def load_or_create(cls, path: Path) -> Keyring:
-        """``load`` if the file exists, else ``create``."""
-        return cls.load(path) if Path(path).exists() else cls.create(path)
+        """``load`` if the file exists, else ``create``, under the keyring's lock: of several processes
+        starting on a fresh home, one creates and the others read that same keyring."""
+        with file_lock(_lock_path(Path(path))):
+            return cls.load(path) if Path(path).exists() else cls.create(path)
+
+    @classmethod
+    @contextlib.contextmanager
+    def editing(cls, path: Path) -> Iterator[Keyring]:
+        """The keyring file loaded under its lock, for a load-modify-save (`rotate`, `import_key`): two
+        concurrent rotations both land instead of one overwriting the other's new key."""
+        with file_lock(_lock_path(Path(path))):
+            yield cls.load(path)
 
     @classmethod
     def generate(cls) -> Keyring:
@@ -186,15 +211,18 @@ class Keyring:
         """Write the keyring file atomically with mode 0600 (keys from the environment are left out)."""
         if self.path is None:
             raise KeyringError("this keyring is held in memory only (no file); it cannot be saved.")
-        saved = [e for e in self._entries.values() if e.source == "file"]
         active = self._active if self._entries[self._active].source == "file" else None
         if active is None:
             raise KeyringError("the active key comes from DUBBING_KEY and is not saved to the keyring file; "
                                "unset DUBBING_KEY to change the keyring.", path=self.path)
-        data = {"version": KEYRING_VERSION, "active": active,
+        atomic_write_bytes(self.path, self._serialised(), mode=0o600)
+
+    def _serialised(self) -> bytes:
+        saved = [e for e in self._entries.values() if e.source == "file"]
+        data = {"version": KEYRING_VERSION, "active": self._active,
                 "keys": [{"id": e.id, "created": e.created, "key": base64.b64encode(e.key).decode("ascii")}
                          for e in saved]}
-        atomic_write_bytes(self.path, (json.dumps(data, indent=2) + "\n").encode("utf-8"), mode=0o600)
+        return (json.dumps(data, indent=2) + "\n").encode("utf-8")
 
     def _maybe_save(self) -> None:
         if self.path is not None:
@@ -287,6 +315,10 @@ class Keyring:
         return f"Keyring(path={where!r}, active={self._active!r}, keys={len(self)})"
 
     __str__ = __repr__
+
+
+def _lock_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.lock")
 
 
 def _check_id(key_id: str) -> None:
