@@ -44,7 +44,7 @@ from dubbing_assets.core.crypto import (
 from dubbing_assets.core.crypto.errors import KeyringError
 from dubbing_assets.core.crypto.files import fsync_dir
 from dubbing_assets.core.crypto.keyring import ENV_KEY_VAR, fingerprint
-from dubbing_assets.core.settings import load_settings
+from dubbing_assets.core.settings import load_settings, private_tmp_dir
 from dubbing_assets.errors import DubbingError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -137,8 +137,8 @@ def _same_file(before: os.stat_result, path: Path) -> bool:
 def _migrate_chunked(path: Path, ring: Keyring) -> str:
     """Legacy chunked file -> new format, in place, replaced only once the new file verifies."""
     before = path.stat()
-    plain = plaintext_tempfile()
-    check = plaintext_tempfile()
+    plain = plaintext_tempfile(private_tmp_dir())
+    check = plaintext_tempfile(private_tmp_dir())
     staged = plaintext_tempfile(path.parent)  # ciphertext staging beside the original (same filesystem)
     try:
         old = decrypt_file(path, plain, ring)
@@ -171,7 +171,7 @@ def _migrate_store(path: Path, ring: Keyring) -> str:
         staged = plaintext_tempfile(path.parent)
         try:
             atomic_write_bytes(staged, blob, mode=stat.S_IMODE(before.st_mode))
-            check = plaintext_tempfile()
+            check = plaintext_tempfile(private_tmp_dir())
             try:
                 again = decrypt_file(staged, check, ring)
                 restored = json.loads(check.read_text(encoding="utf-8"))

@@ -300,10 +300,15 @@ def cmd_rerun(args: argparse.Namespace) -> int:
 
 def cmd_instance_init(args: argparse.Namespace) -> int:
     """Start-up step: folders, keyring, and the gpu pool limit on the instance."""
+    from dubbing_assets.core.crypto import cleanup_stale_temporaries
     from dubbing_assets.orchestration.resources import keyring_from_settings
 
     settings = load_settings().ensure()
     keyring_from_settings(settings)
+    settings.tmp.mkdir(parents=True, exist_ok=True, mode=0o700)
+    swept = cleanup_stale_temporaries(settings.tmp) + cleanup_stale_temporaries()  # ours, and the system's
+    if swept:
+        print(f"removed {len(swept)} stale plaintext temporaries left by killed processes")
     instance = _instance()
     instance.event_log_storage.set_concurrency_slots(GPU_POOL, args.gpu_slots)
     print(f"instance ready: DUBBING_HOME={settings.home}, pool {GPU_POOL}={args.gpu_slots}")

@@ -314,10 +314,12 @@ def load_audio_mono16k(path: str | Path) -> np.ndarray:
             return np.ascontiguousarray(data, dtype=np.float32)
     except Exception:  # noqa: BLE001 - not a plain WAV: let ffmpeg decode it
         pass
-    # A private temp file, never next to the source (that may be the watched inbox).
-    fd, name = tempfile.mkstemp(suffix=".16k.wav")
-    os.close(fd)
-    tmp = Path(name)
+    # A private temp file in the project's own tmp folder, never next to the source (that may be the
+    # watched inbox), named with the swept prefix so a killed process leaves nothing for long.
+    from dubbing_assets.core.crypto.files import plaintext_tempfile
+    from dubbing_assets.core.settings import private_tmp_dir
+
+    tmp = plaintext_tempfile(private_tmp_dir(), suffix=".16k.wav")
     try:
         run_ffmpeg(["-i", path, "-map", "0:a:0", "-vn", "-sn", "-dn", "-ac", "1", "-ar", "16000",
                     "-c:a", "pcm_f32le", "-f", "wav", tmp], what=f"decoding audio of {path.name}")

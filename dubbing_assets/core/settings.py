@@ -98,6 +98,12 @@ class Settings:
         """The sensor's state database."""
         return self.home / "state"
 
+    @property
+    def tmp(self) -> Path:
+        """The project's own scratch folder (0700): every plaintext temporary goes here, never the
+        system temp, and entries with the project's temp prefixes are swept at start-up."""
+        return self.home / "tmp"
+
     def ensure(self) -> Settings:
         """Create the folders (keys with 0700) and return self."""
         for folder in (self.inbox, self.output, self.storage, self.log_dir, self.cache,
@@ -155,3 +161,14 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         sensor_max_requests=max(1, cap),
         clone_min_similarity=clone_min,
     )
+
+
+def private_tmp_dir(env: Mapping[str, str] | None = None) -> Path | None:
+    """`Settings.tmp`, created 0700; None when the settings cannot be read (then callers use the system
+    temp folder, still with the swept prefix)."""
+    try:
+        folder = load_settings(env).tmp
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return folder
+    except (ConfigError, OSError):
+        return None

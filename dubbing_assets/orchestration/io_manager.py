@@ -32,7 +32,7 @@ from dubbing_assets.core.model import MediaHandle
 from dubbing_assets.core.safepath import safe_join
 from dubbing_assets.core.settings import load_settings
 from dubbing_assets.errors import UnsafeNameError
-from dubbing_assets.orchestration.resources import keyring_from_settings
+from dubbing_assets.orchestration.resources import TEMP_PREFIX, keyring_from_settings
 
 _ASSET_PART = re.compile(r"^[a-z0-9_]{1,80}$")
 _PARTITION = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,118}[a-z0-9])?$")
@@ -142,10 +142,10 @@ class EncryptedIOManager(dg.ConfigurableIOManager):
             )
         version = safe_join(target, current.read_text().strip())
         value = json.loads(decrypt_bytes((version / "value.json.enc").read_bytes(), ring))
-        tmp_root = settings.home / "tmp"
+        tmp_root = settings.tmp
         tmp_root.mkdir(parents=True, exist_ok=True, mode=0o700)
         cleanup_stale_temporaries(tmp_root)
-        scratch = Path(tempfile.mkdtemp(prefix="dubtmp_", dir=tmp_root))
+        scratch = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=tmp_root))
         self._scratch_dirs().append(scratch)
         return self._decrypt_media(value, version, ring, scratch)
 

@@ -13,10 +13,12 @@ from pathlib import Path
 
 import dagster as dg
 
+from dubbing_assets.core.crypto import TEMP_PREFIX as CRYPTO_TEMP_PREFIX
 from dubbing_assets.core.crypto import Keyring, cleanup_stale_temporaries
 from dubbing_assets.core.settings import Settings, load_settings
 
-TEMP_PREFIX = "dubwork_"
+#: Step scratch folders use the crypto layer's temp prefix, so the stale-temporaries sweep knows them.
+TEMP_PREFIX = CRYPTO_TEMP_PREFIX
 
 
 def keyring_from_settings(settings: Settings) -> Keyring:
@@ -58,7 +60,7 @@ class DubbingResource(dg.ConfigurableResource):
 
     @cached_property
     def _scratch(self) -> Path:
-        base = self.settings.home / "tmp"
+        base = self.settings.tmp
         base.mkdir(parents=True, exist_ok=True, mode=0o700)
         return Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=base))
 
@@ -74,4 +76,4 @@ class DubbingResource(dg.ConfigurableResource):
             shutil.rmtree(scratch, ignore_errors=True)
         settings = self.__dict__.get("settings")
         if settings is not None:
-            cleanup_stale_temporaries(settings.home / "tmp")
+            cleanup_stale_temporaries(settings.tmp)

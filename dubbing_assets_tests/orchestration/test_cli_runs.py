@@ -101,3 +101,26 @@ def test_submit_copies_sidecars_with_glob_characters_but_no_links(dubbing_env: P
     names = sorted(p.name for p in (load_settings().inbox / "show").iterdir())
     assert names == ["e01.en.srt", "e01.mp4"], names
     assert (load_settings().requests / "submit-show-e01.json").exists()
+
+
+def test_scratch_left_by_a_killed_step_is_swept_at_start_up(dubbing_env: Path, capsys) -> None:
+    """Step scratch folders hold plaintext; a killed step leaves its folder behind. They are named with the
+    sweep's prefix, and `dubbing instance init` removes stale ones (issue 14, item 12)."""
+    import os
+    import time
+
+    from dubbing_assets.core.crypto.files import STALE_PREFIXES
+    from dubbing_assets.orchestration.resources import DubbingResource
+
+    step = DubbingResource()
+    work = step.workdir("dub_speech")
+    (work / "line-0001.wav").write_bytes(b"RIFF plaintext speech")
+    scratch = work.parent
+    assert scratch.parent == load_settings().tmp and scratch.name.startswith(STALE_PREFIXES)
+    old = time.time() - 7 * 24 * 3600
+    for path in (work / "line-0001.wav", work, scratch):
+        os.utime(path, (old, old))
+    assert main(["instance", "init"]) == 0
+    assert "stale plaintext temporaries" in capsys.readouterr().out
+    assert not scratch.exists()
+    assert oct(load_settings().tmp.stat().st_mode & 0o777) == "0o700"
