@@ -202,19 +202,54 @@ def fingerprint(path: str | Path, *, chunk_size: int = 1024 * 1024) -> str:
     return digest.hexdigest()
 
 
+#: A stream may end this much (plus one of its own packets) before the duration the file states: muxers
+#: round, and AAC's priming and padding move the end by a frame. More is a file cut off in transfer.
+END_TOLERANCE_S = 0.1
+
+
 def _decoded_audio_seconds(path: Path, stream_index: int) -> float:
     """Decode one audio stream to the end; return the decoded duration in seconds."""
+    return _decoded_audio(path, stream_index)[0]
+
+
+def _decoded_audio(path: Path, stream_index: int) -> tuple[float, float]:
+    """(decoded seconds, the longest frame in seconds) of one audio stream, decoded to the end."""
     import av
 
     samples = 0
     rate = 0
+    longest = 0
     with av.open(str(path)) as container:
         stream = container.streams[stream_index]
         rate = stream.codec_context.sample_rate or 0
         for frame in container.decode(stream):
             samples += frame.samples
+            longest = max(longest, frame.samples)
             rate = frame.sample_rate or rate
-    return samples / rate if rate else 0.0
+    return (samples / rate, longest / rate) if rate else (0.0, 0.0)
+
+
+def _video_end_seconds(path: Path, stream_index: int) -> tuple[float, float] | None:
+    """(where the video's last packet ends, one frame) in seconds from the stream's start, read from
+    packets alone (no decoding); None when the stream has no timestamps."""
+    import av
+
+    end, frame, start = None, 0.0, None
+    with av.open(str(path)) as container:
+        stream = container.streams[stream_index]
+        base = stream.time_base
+        rate = stream.average_rate or stream.base_rate
+        frame = float(1 / rate) if rate else 0.0
+        for packet in container.demux(stream):
+            if packet.pts is None or base is None:
+                continue
+            t0 = float(packet.pts * base)
+            start = t0 if start is None else min(start, t0)
+            t1 = t0 + float((packet.duration or 0) * base) if packet.duration else t0 + frame
+            end = t1 if end is None else max(end, t1)
+    if end is None or start is None:
+        return None
+    return end - start, frame
 
 
 def validate(path: str | Path) -> dict[str, Any]:
@@ -241,18 +276,28 @@ def validate(path: str | Path) -> dict[str, Any]:
     import av
 
     try:
-        decoded = _decoded_audio_seconds(path, stream["index"])
+        decoded, packet = _decoded_audio(path, stream["index"])
     except av.error.FFmpegError as exc:
         raise MediaError(f"{path.name} is corrupt: its audio could not be decoded to the end ({exc}); "
                          "re-export or re-download the file.") from exc
     stated = stream.get("duration_s") or info.get("duration_s")
-    if stated:
-        tolerance = max(0.5, 0.02 * stated)
-        if decoded < stated - tolerance:
+    if stated and decoded < stated - (END_TOLERANCE_S + packet):
+        raise MediaError(
+            f"{path.name} is truncated: it states {stated:.2f} s but its audio ends after "
+            f"{decoded:.2f} s; the file was cut off during upload or copy, send the complete file again."
+        )
+    for video in (s for s in info["streams"] if s["type"] == "video"):
+        video_stated = video.get("duration_s") or info.get("duration_s")
+        try:
+            reached = _video_end_seconds(path, video["index"])
+        except av.error.FFmpegError as exc:
+            raise MediaError(f"{path.name} is corrupt: its video could not be read to the end ({exc}); "
+                             "re-export or re-download the file.") from exc
+        if video_stated and reached is not None and reached[0] < video_stated - (END_TOLERANCE_S + reached[1]):
             raise MediaError(
-                f"{path.name} is truncated: it states {stated:.2f} s but its audio ends after "
-                f"{decoded:.2f} s; the file was cut off during upload or copy, send the complete file again."
-            )
+                f"{path.name} is truncated: it states {video_stated:.2f} s but its video ends after "
+                f"{reached[0]:.2f} s; the file was cut off during upload or copy, send the complete file again.")
+        break
     duration = max(decoded, 0.0)
     if duration < MIN_DURATION_S:
         raise MediaError(f"{path.name} is only {duration:.2f} s long; episodes shorter than "

@@ -129,3 +129,34 @@ def test_normalize_language() -> None:
     assert media.normalize_language("en-US") == "en"
     assert media.normalize_language("Japanese") == "ja"
     assert media.normalize_language("und") is None
+
+
+def test_a_file_cut_short_by_two_percent_is_truncated(tmp_path: Path) -> None:
+    """A 24-minute episode 2 % short would lose 29 s (issue 14, item 7): the audio may end at most 0.1 s plus
+    one packet before the stated duration. The last 1 % of the fixture's bytes holds 0.3 s of sound."""
+    cut = tmp_path / "cut.mkv"
+    data = JA.read_bytes()
+    cut.write_bytes(data[: int(len(data) * 0.99)])
+    with pytest.raises(MediaError, match="is truncated"):
+        media.validate(cut)
+
+
+def test_video_end_is_read_from_its_packets(tmp_path: Path) -> None:
+    """validate compares where the video's packets end with the duration the file states for it: a picture
+    that its own metadata says is shorter (3 s of 6) is fine; a cut file's video stops where it was cut."""
+    short = tmp_path / "short_picture.mkv"
+    run_ffmpeg(["-f", "lavfi", "-i", "testsrc=duration=3:size=64x48:rate=25", "-f", "lavfi", "-i",
+                "sine=frequency=440:duration=6", "-c:v", "mpeg4", "-c:a", "flac", short],
+               what="a clip whose picture is shorter than its sound")
+    assert media.validate(short)["validated"]["audio_decoded_s"] == pytest.approx(6.0, abs=0.05)
+    whole = tmp_path / "whole.mkv"
+    run_ffmpeg(["-f", "lavfi", "-i", "testsrc=duration=6:size=64x48:rate=25", "-f", "lavfi", "-i",
+                "sine=frequency=440:duration=6", "-c:v", "mpeg4", "-c:a", "flac", whole], what="a whole clip")
+    assert media._video_end_seconds(whole, 0) == pytest.approx((6.0, 0.04), abs=0.01)
+    cut = tmp_path / "cut.mkv"
+    data = whole.read_bytes()
+    cut.write_bytes(data[: int(len(data) * 0.6)])
+    end, frame = media._video_end_seconds(cut, 0)
+    assert end < 4.5 and frame == pytest.approx(0.04)
+    with pytest.raises(MediaError, match="is truncated"):
+        media.validate(cut)
