@@ -75,6 +75,30 @@ def episode_dir(output_root: Path | str, series: str, episode: str) -> Path:
     return _inside(Path(output_root), check_slug(series, "series"), check_slug(episode, "episode"))
 
 
+#: Folder and file modes per visibility: a private episode (unreleased, the default) is its owner's alone;
+#: a shared or public one is readable by the machine's other users (a player, a web server).
+MODES = {"private": (0o700, 0o600), "shared": (0o750, 0o640), "public": (0o755, 0o644)}
+
+
+def prepare_episode_dir(output_root: Path | str, series: str, episode: str, visibility: str = "private") -> Path:
+    """`episode_dir`, created with the visibility's folder mode before anything is written into it, so a
+    private episode's files are never readable by others, not even while they are being written."""
+    folder = episode_dir(output_root, series, episode)
+    folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(MODES.get(visibility, MODES["private"])[0])
+    return folder
+
+
+def apply_visibility(folder: Path | str, visibility: str) -> None:
+    """Set the folder's and its regular files' modes for `visibility` (unknown values count as private)."""
+    dir_mode, file_mode = MODES.get(visibility, MODES["private"])
+    folder = Path(folder)
+    folder.chmod(dir_mode)
+    for path in folder.iterdir():
+        if path.is_file() and not path.is_symlink():
+            path.chmod(file_mode)
+
+
 def cast_file_path(output_root: Path | str, series: str) -> Path:
     return series_dir(output_root, series) / CAST_NAME
 

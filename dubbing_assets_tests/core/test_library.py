@@ -164,3 +164,18 @@ def test_cast_file_lists_the_voice_bank_and_pins_any_engine(tmp_path) -> None:
     text = path.read_text()
     assert "voice_bank:" in text and "jf_nezumi" in text and "en_US-joe-medium" in text
     assert load_cast_file(path) == {"c0001": kokoro}
+
+
+def test_visibility_sets_the_folder_and_file_modes(tmp_path: Path) -> None:
+    import stat
+
+    from dubbing_assets.core.library import apply_visibility, prepare_episode_dir
+
+    folder = prepare_episode_dir(tmp_path, "alpha-series", "alpha-series-e01", "private")
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    (folder / "ep.mkv").write_bytes(b"video")
+    apply_visibility(folder, "private")
+    assert stat.S_IMODE((folder / "ep.mkv").stat().st_mode) == 0o600
+    apply_visibility(folder, "public")
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o755
+    assert stat.S_IMODE((folder / "ep.mkv").stat().st_mode) == 0o644

@@ -60,6 +60,18 @@ def test_qa_sync_overflow_loudness(dubbed) -> None:
     assert dubbed["manifest"]["visibility"] == "private"
 
 
+def test_private_deliverables_are_the_owners_alone(dubbed) -> None:
+    """A private episode's folder is 0700 and every file in it 0600 (issue 14, item 13): an unreleased
+    episode on a shared machine is not readable by its other users."""
+    import stat
+
+    folder = Path(dubbed["manifest"]["video_path"]).parent
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in folder.iterdir() if p.is_file()}
+    assert "manifest.json" in modes and any(name.endswith(".mkv") for name in modes), modes
+    assert set(modes.values()) == {0o600}, modes
+
+
 def _first_pts(path: Path) -> dict[int, float]:
     with av.open(str(path)) as c:
         first: dict[int, float] = {}

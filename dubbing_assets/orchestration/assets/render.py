@@ -269,8 +269,8 @@ def lip_sync(context: dg.AssetExecutionContext, dubbing: DubbingResource, source
             context.log.warning(reason)
             context.add_output_metadata({"synced": False, "reason": reason})
             return {"synced": False, "reason": reason}
-        folder = library.episode_dir(dubbing.settings.output, _series(source_media), context.partition_key)
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = library.prepare_episode_dir(dubbing.settings.output, _series(source_media), context.partition_key,
+                                             source_media["record"].get("visibility", "private"))
         shown = lipsync.preview(Path(source_media["media"].path), Path(result.video_path),
                                 folder / "lipsync_preview.png", clip_out=folder / "lipsync_preview.mp4")
     png = folder / "lipsync_preview.png"
@@ -300,8 +300,8 @@ def dubbed_video(context: dg.AssetExecutionContext, dubbing: DubbingResource, so
     settings = dubbing.settings
     tr = Translation.from_dict(translation)
     key = context.partition_key
-    folder = library.episode_dir(settings.output, _series(source_media), key)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = library.prepare_episode_dir(settings.output, _series(source_media), key,
+                                         source_media["record"].get("visibility", "private"))
     work = dubbing.workdir("dubbed_video")
     container = settings.container
     with user_errors():
@@ -426,6 +426,7 @@ def library_entry(context: dg.AssetExecutionContext, dubbing: DubbingResource, s
             "visibility": record.get("visibility", "private"),
             "run_id": context.run_id,
         })
+        library.apply_visibility(folder, manifest["visibility"])  # the MKV, previews, QA files and manifest
     context.add_output_metadata({"manifest": dg.MetadataValue.path(str(folder / "manifest.json")),
                                  "visibility": manifest["visibility"], "owner": manifest["owner"]})
     return manifest
