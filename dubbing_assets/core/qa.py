@@ -107,7 +107,9 @@ class QAReport:
         data["passed"] = self.passed
         return data
 
-    def to_markdown(self, *, title: str = "Dub QA", plot_png: str | None = None) -> str:
+    def to_markdown(self, *, title: str = "Dub QA", plot_png: str | None = None, dialogue: bool = True) -> str:
+        """The report as Markdown; `dialogue=False` leaves the lines' words out (for event metadata, which
+        every user of the Dagster instance can read) and keeps their figures."""
         verdict = "PASSED" if self.passed else "FAILED"
         out = [f"# {title}: {verdict}", ""]
         out += ["| check | result | value | limit | note |", "|---|---|---|---|---|"]
@@ -131,8 +133,8 @@ class QAReport:
             sync = "n/a" if ln.sync_offset_ms is None else f"{ln.sync_offset_ms:+.0f}"
             onset = "n/a" if ln.dub_onset is None else f"{ln.dub_onset:.3f}"
             wer = "n/a" if ln.wer is None else f"{ln.wer:.2f}"
-            text = ln.text.replace("|", "/")
-            if ln.asr_text is not None:
+            text = ln.text.replace("|", "/") if dialogue else "(hidden)"
+            if ln.asr_text is not None and dialogue:
                 text += f" <br>ASR: {ln.asr_text.replace('|', '/')}"
             out.append(
                 f"| {ln.index} | {ln.speaker} | {ln.source_start:.3f} | {onset} | {sync} | {ln.speed:.3f} "

@@ -38,6 +38,9 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "DUBBING_CONTAINER": ("mkv", "`mkv` or `mp4` for the delivered video."),
     "DUBBING_OWNER": ("$USER", "Owner recorded for submissions that name none."),
     "DUBBING_SENSOR_MAX_REQUESTS": ("20", "Run requests the inbox sensor emits per tick."),
+    "DUBBING_METADATA_DIALOGUE": (
+        "off", "`on` shows dialogue text (script, translation, QA lines) and lip-sync frames in Dagster's event "
+               "metadata; off, they stay in the private library and encrypted storage only."),
     "DUBBING_CLONE_MIN_SIMILARITY": (
         "0.70", "High mode: a cloned line whose speaker similarity to its character stays below this (after "
                 "every seed) is spoken by the character's low-mode voice instead; -1 keeps every cloned line."),
@@ -72,6 +75,7 @@ class Settings:
     owner: str = "unknown"
     sensor_max_requests: int = 20
     clone_min_similarity: float = 0.70
+    metadata_dialogue: bool = False
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -160,6 +164,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         owner=_env(env, "DUBBING_OWNER", env.get("USER", "unknown") or "unknown"),
         sensor_max_requests=max(1, cap),
         clone_min_similarity=clone_min,
+        metadata_dialogue=_env(env, "DUBBING_METADATA_DIALOGUE", "off").lower() in ("on", "1", "true", "yes"),
     )
 
 

@@ -61,6 +61,7 @@ def test_astronaut_mouth_synced_and_delivered(tmp_path: Path, monkeypatch: pytes
     monkeypatch.setenv("DUBBING_MODELS_DIR", str(tmp_path / "models"))
     monkeypatch.setenv("DUBBING_CLONE_MIN_SIMILARITY", "-1")
     monkeypatch.setenv("DUBBING_DEVICE", "cpu")
+    monkeypatch.setenv("DUBBING_METADATA_DIALOGUE", "on")  # show the frames in the UI (off by default)
     clip = _astronaut_episode(tmp_path / "astronaut.mkv")
     instance, key = prepare_episode(tmp_path / "home", clip=clip, episode="e05", mode="high")
     result = run_stages(instance, key)

@@ -60,6 +60,19 @@ def test_qa_sync_overflow_loudness(dubbed) -> None:
     assert dubbed["manifest"]["visibility"] == "private"
 
 
+def test_dialogue_stays_out_of_event_metadata_by_default(dubbed) -> None:
+    """Script, translation and QA lines are unreleased dialogue: by default (DUBBING_METADATA_DIALOGUE off)
+    Dagster's event metadata, which every user of the instance can read, shows their timing, not their
+    words (issue 14, item 13)."""
+    translation = dubbed["result"].output_for_node("translation")
+    words = [w.strip(".,!?") for ln in translation["lines"] for w in ln["text"].split() if len(w) > 4]
+    assert words
+    for asset in ("script", "translation", "qa_report"):
+        shown = " ".join(str(v) for v in materialization_metadata(dubbed["result"], asset).values())
+        assert "(hidden)" in shown, asset
+        assert not [w for w in words if w in shown], (asset, [w for w in words if w in shown])
+
+
 def test_private_deliverables_are_the_owners_alone(dubbed) -> None:
     """A private episode's folder is 0700 and every file in it 0600 (issue 14, item 13): an unreleased
     episode on a shared machine is not readable by its other users."""

@@ -276,9 +276,11 @@ def lip_sync(context: dg.AssetExecutionContext, dubbing: DubbingResource, source
     png = folder / "lipsync_preview.png"
     meta: dict[str, Any] = {"synced": result.synced, "reason": result.reason or "", "plugin": result.plugin,
                             "face_frames": result.face_frames, "frames": result.frames}
-    if png.exists():
+    if png.exists() and dubbing.settings.metadata_dialogue:
         meta["preview"] = dg.MetadataValue.md(
             f"![before/after](data:image/png;base64,{base64.b64encode(png.read_bytes()).decode()})")
+    elif png.exists():  # frames of an unreleased episode stay in its private library folder
+        meta["preview"] = dg.MetadataValue.path(str(png))
     context.add_output_metadata(meta)
     out = result.to_dict() | {"preview": {k: str(v) for k, v in (shown or {}).items()}}
     if result.synced:
@@ -354,7 +356,8 @@ def qa_report(context: dg.AssetExecutionContext, dubbing: DubbingResource, dub_s
     markdown = report.to_markdown(title=f"Dub QA {context.partition_key}", plot_png=png.name) + cloning_md
     (folder / "qa_report.md").write_text(markdown, encoding="utf-8")
     inline = report.to_markdown(title=f"Dub QA {context.partition_key}",
-                                plot_png="data:image/png;base64," + base64.b64encode(png.read_bytes()).decode())
+                                plot_png="data:image/png;base64," + base64.b64encode(png.read_bytes()).decode(),
+                                dialogue=dubbing.settings.metadata_dialogue)
     out = report.to_dict()
     if dub_speech.get("cloning"):
         out["cloning"] = cloning_meta

@@ -132,7 +132,7 @@ def script(context: dg.AssetExecutionContext, dubbing: DubbingResource, source_m
         raise dg.Failure(description="No dialogue found: the subtitles hold no dialogue lines and ASR heard no "
                                      "speech. Check the audio track, or supply subtitles.")
     rows = [{"#": ln.index, "start": f"{ln.start:.2f}", "end": f"{ln.end:.2f}", "speaker": ln.speaker,
-             "text": ln.text[:80]} for ln in result.lines]
+             "text": ln.text[:80] if settings.metadata_dialogue else "(hidden)"} for ln in result.lines]
     why = roles["reasons"].get("script", "") if track is not None else \
         f"ASR ({'DUBBING_SCRIPT_SOURCE=asr' if settings.script_source == 'asr' else 'no text subtitles'})"
     context.add_output_metadata({"source": result.source, "language": result.language,
@@ -201,7 +201,9 @@ def translation(context: dg.AssetExecutionContext, dubbing: DubbingResource, scr
             result = translate.apply_glossary(result, glossary)
         edits = review.apply_review(settings.review, context.partition_key, result)
     context.log.info(f"translated {len(result.lines)} lines with {engine}; {edits} edited in review")
-    rows = [{"#": ln.index, "speaker": ln.speaker, "source": ln.source_text[:50], "text": ln.text[:70],
+    shown = settings.metadata_dialogue  # dialogue in event metadata only when asked for (DUBBING_METADATA_DIALOGUE)
+    rows = [{"#": ln.index, "speaker": ln.speaker, "source": ln.source_text[:50] if shown else "(hidden)",
+             "text": ln.text[:70] if shown else "(hidden)",
              "glossary": "ok" if ln.glossary_ok else ",".join(ln.glossary_missing)} for ln in result.lines]
     context.add_output_metadata({"engine": engine, "target": target, "lines": len(result.lines),
                                  "review_edits": edits,
