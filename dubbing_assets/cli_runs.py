@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from dubbing_assets.core.fsutil import file_sha256
-from dubbing_assets.core.inbox import SIDECAR_EXTENSIONS, episode_key, glob_escape
+from dubbing_assets.core.inbox import MEDIA_EXTENSIONS, SIDECAR_EXTENSIONS, episode_key, glob_escape
 from dubbing_assets.core.requests import (
     STAGES,
     SubmitOptions,
@@ -56,6 +56,10 @@ def cmd_submit(args: argparse.Namespace) -> int:
     src = Path(args.file)
     if not src.is_file():
         raise MediaError(f"{src} does not exist or is not a file.")
+    if src.suffix.lower() not in MEDIA_EXTENSIONS:
+        # The inbox sensor lists only these; anything else would wait for a run that never comes.
+        raise MediaError(f"{src.name}: {src.suffix or 'no extension'} is not an episode type the inbox accepts "
+                         f"({', '.join(sorted(MEDIA_EXTENSIONS))}); rename or remux it to one of them.")
     media.validate(src)  # a file that can never be dubbed fails here, before anything is queued
     series = args.series or src.resolve().parent.name
     series_slug = slugify(series) or "series"

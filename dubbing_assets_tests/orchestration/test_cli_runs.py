@@ -124,3 +124,20 @@ def test_scratch_left_by_a_killed_step_is_swept_at_start_up(dubbing_env: Path, c
     assert "stale plaintext temporaries" in capsys.readouterr().out
     assert not scratch.exists()
     assert oct(load_settings().tmp.stat().st_mode & 0o777) == "0o700"
+
+
+@pytest.mark.parametrize("name", ["episode.bin", "episode.m4a", "episode"])
+def test_submit_accepts_only_what_the_inbox_lists(dubbing_env: Path, tmp_path: Path, capsys, name: str) -> None:
+    """One list of accepted media (issue 14, item 5): what submit takes, the sensor picks up; an MKV renamed
+    `.bin` used to be accepted and then waited forever for a run."""
+    from dubbing_assets.core.inbox import MEDIA_EXTENSIONS
+
+    src = tmp_path / name
+    shutil.copyfile(MEDIA / "ja_two_speakers.mkv", src)
+    assert main(["submit", str(src), "--series", "show"]) == 1
+    err = capsys.readouterr().err
+    assert "is not an episode type the inbox accepts" in err and ".mkv" in err
+    settings = load_settings()
+    assert not list(settings.inbox.rglob("*")) or not [p for p in settings.inbox.rglob("*") if p.is_file()]
+    assert not list(settings.requests.glob("submit-*"))
+    assert Path(name).suffix.lower() not in MEDIA_EXTENSIONS
