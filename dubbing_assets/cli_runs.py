@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import time
@@ -33,9 +34,31 @@ GPU_POOL = "gpu"
 TERMINAL = {"SUCCESS", "FAILURE", "CANCELED"}
 
 
-def _instance():
+def _uses_local_sqlite(home: Path) -> bool:
+    """True when the instance keeps its storage in SQLite files under DAGSTER_HOME (no storage configured)."""
+    import yaml
+
+    config_file = home / "dagster.yaml"
+    try:
+        config = yaml.safe_load(config_file.read_text()) if config_file.exists() else {}
+    except (OSError, yaml.YAMLError):
+        return True
+    return not any(k in (config or {}) for k in ("storage", "run_storage", "event_log_storage",
+                                                  "schedule_storage"))
+
+
+def _instance(*, create: bool = False):
+    """The Dagster instance. Only `dubbing instance init` (create=True) may create its storage: two
+    processes creating SQLite storage at once (a `dubbing wait` racing a daemon's first seconds) can leave
+    the schedule database with two alembic heads, and the code location never loads again."""
     import dagster as dg
 
+    home = os.environ.get("DAGSTER_HOME", "").strip()
+    if home and not create and _uses_local_sqlite(Path(home)):
+        missing = [db for db in ("history/runs.db", "schedules/schedules.db") if not (Path(home) / db).exists()]
+        if missing:
+            raise DubbingError(f"The Dagster instance in DAGSTER_HOME={home} is not initialised ({missing[0]} is "
+                               "missing): run `dubbing instance init` once, before starting dagster-daemon.")
     try:
         return dg.DagsterInstance.get()
     except Exception as exc:  # noqa: BLE001 - DAGSTER_HOME unset or invalid
@@ -223,8 +246,8 @@ def cmd_wait(args: argparse.Namespace) -> int:
     run, so the last run's outcome stands.
     """
     settings = load_settings()
-    instance = _instance()
     key = check_slug(args.episode, "episode key")
+    instance = _instance()
     deadline = time.monotonic() + args.timeout
     started = time.time()
     last_status = None
@@ -303,8 +326,9 @@ def cmd_rerun(args: argparse.Namespace) -> int:
 
 
 def cmd_instance_init(args: argparse.Namespace) -> int:
-    """Start-up step: folders, keyring, and the gpu pool limit on the instance."""
+    """Start-up step, before the daemon: folders, keyring, the instance's storage, the gpu pool limit."""
     from dubbing_assets.core.crypto import cleanup_stale_temporaries
+    from dubbing_assets.core.fsutil import file_lock
     from dubbing_assets.orchestration.resources import keyring_from_settings
 
     settings = load_settings().ensure()
@@ -313,7 +337,11 @@ def cmd_instance_init(args: argparse.Namespace) -> int:
     swept = cleanup_stale_temporaries(settings.tmp) + cleanup_stale_temporaries()  # ours, and the system's
     if swept:
         print(f"removed {len(swept)} stale plaintext temporaries left by killed processes")
-    instance = _instance()
+    home = Path(os.environ.get("DAGSTER_HOME", "").strip() or ".")
+    with file_lock(home / ".dubbing-init.lock"):  # concurrent inits create the storage once
+        instance = _instance(create=True)
+        instance.get_runs(limit=1)  # run and event storage exist from here on
+        instance.all_instigator_state()  # and the schedule storage the daemon and sensors use
     instance.event_log_storage.set_concurrency_slots(GPU_POOL, args.gpu_slots)
     print(f"instance ready: DUBBING_HOME={settings.home}, pool {GPU_POOL}={args.gpu_slots}")
     return 0

@@ -49,6 +49,8 @@ def test_rerun_needs_a_known_episode_and_a_known_stage(dubbing_env: Path, capsys
 
 
 def test_status_lists_episodes_as_json(dubbing_env: Path, capsys) -> None:
+    assert main(["instance", "init"]) == 0
+    capsys.readouterr()
     settings = load_settings().ensure()
     (settings.episodes / "show-e01.json").write_text(json.dumps({"series": "show", "fingerprint": "ab"}))
     assert main(["status", "--json"]) == 0
@@ -57,6 +59,7 @@ def test_status_lists_episodes_as_json(dubbing_env: Path, capsys) -> None:
 
 
 def test_wait_times_out_with_exit_2_when_nothing_runs(dubbing_env: Path, capsys) -> None:
+    assert main(["instance", "init"]) == 0
     settings = load_settings().ensure()
     (settings.requests / "submit-show-e01.json").write_text(json.dumps({"owner": "x"}))
     assert main(["wait", "show-e01", "--timeout", "1", "--poll", "0.2"]) == 2
@@ -141,3 +144,18 @@ def test_submit_accepts_only_what_the_inbox_lists(dubbing_env: Path, tmp_path: P
     assert not list(settings.inbox.rglob("*")) or not [p for p in settings.inbox.rglob("*") if p.is_file()]
     assert not list(settings.requests.glob("submit-*"))
     assert Path(name).suffix.lower() not in MEDIA_EXTENSIONS
+
+
+def test_only_instance_init_creates_the_instance_storage(dubbing_env: Path, capsys) -> None:
+    """On a fresh DAGSTER_HOME, `dubbing wait`/`status` racing the daemon's first seconds could create the
+    SQLite storage twice and leave two alembic heads (issue 14, item 15): they refuse and say what to run."""
+    import os
+
+    home = Path(os.environ["DAGSTER_HOME"])
+    for argv in (["status"], ["wait", "show-e01", "--timeout", "1"]):
+        assert main(argv) == 1
+        assert "run `dubbing instance init` once, before starting dagster-daemon" in capsys.readouterr().err
+    assert not list(home.rglob("*.db")), list(home.rglob("*"))
+    assert main(["instance", "init"]) == 0
+    assert (home / "history" / "runs.db").exists() and (home / "schedules" / "schedules.db").exists()
+    assert main(["status"]) == 0
