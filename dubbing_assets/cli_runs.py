@@ -108,7 +108,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
             _copy_atomic(sidecar, safe_join(folder, Path(target_name).stem + slugify_suffix(rest)))
             print(f"sidecar: {sidecar.name}")
     _copy_atomic(src, target)
-    # Only now, with the file complete in the inbox: a failed copy leaves no request pending.
+    # Only now, with the file complete in the inbox: a failed copy leaves no request pending. The request
+    # names its file, so the sensor never applies it to another file that shares the key.
+    options.relpath, options.fingerprint = f"{series_slug}/{target_name}", file_sha256(target)
     write_submit_request(settings.requests, key, options)
     print(f"submitted {src.name} as {series_slug}/{target_name} (owner {options.owner}, mode {options.mode}, "
           f"to {options.target_lang}); the inbox sensor will queue it")

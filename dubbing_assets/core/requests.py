@@ -32,6 +32,14 @@ class SubmitOptions:
     series: str | None = None
     episode: str | None = None
     submitted_at: float = field(default_factory=time.time)
+    #: The file the options are for (inbox-relative path and SHA-256): the sensor applies them to that file
+    #: only, so a request can never re-label another episode that happens to share the key.
+    relpath: str | None = None
+    fingerprint: str | None = None
+
+    def is_for(self, relpath: str, fingerprint: str) -> bool:
+        """True when these options belong to that file (requests from before the tie belong to any)."""
+        return self.relpath is None or (self.relpath == relpath and self.fingerprint in (None, fingerprint))
 
     def validate(self) -> SubmitOptions:
         if self.mode not in ("low", "high"):

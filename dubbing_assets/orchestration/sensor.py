@@ -56,6 +56,7 @@ def inbox_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
             context.log.warning(f"episode key collision: {collision}")
         known = set(context.instance.get_dynamic_partitions(episodes.name))
         for ep in scan.ready:
+            request_path = submit_request_path(settings.requests, ep.key)
             try:
                 opts = read_submit_request(settings.requests, ep.key)
             except (ValueError, OSError) as exc:
@@ -64,6 +65,11 @@ def inbox_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
                 with contextlib.suppress(OSError):
                     archive(submit_request_path(settings.requests, ep.key), outcome="failed")
                 opts = None
+            if opts is not None and not opts.is_for(ep.relpath, ep.fingerprint):
+                # The options were written for another file under this key: leave them for that file.
+                context.log.warning(f"the submit request for {ep.key} names {opts.relpath!r}, not {ep.relpath!r}; "
+                                    "it is left for that file")
+                opts, request_path = None, None
             opts = opts or _previous_options(settings, ep.key) or SubmitOptions(
                 owner=settings.owner, target_lang=settings.target_lang)
             record = {"key": ep.key, "series": ep.series, "source": ep.relpath, "fingerprint": ep.fingerprint,
@@ -72,7 +78,8 @@ def inbox_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
                       "visibility": opts.visibility, "submitted_at": opts.submitted_at,
                       "last_run_key": ep.run_key}
             write_episode_record(settings.episodes, ep.key, record)
-            _consume_submit_request(settings, ep.key)
+            if request_path is not None:
+                _consume_submit_request(settings, ep.key)
             if ep.key not in known:
                 new_keys.append(ep.key)
                 known.add(ep.key)

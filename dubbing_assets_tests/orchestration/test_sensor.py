@@ -402,3 +402,20 @@ def test_malformed_rerun_request_is_set_aside(instance: dg.DagsterInstance, cont
     (req,) = tick(instance).run_requests
     assert {k.to_user_string() for k in req.asset_selection or []} >= {"dub_mix", "dubbed_video"}
     assert (settings.requests / "failed" / "rerun-bad.json").exists()
+
+
+def test_a_submit_request_applies_only_to_its_own_file(instance: dg.DagsterInstance) -> None:
+    """A request tied to another file under the same key must not re-label this episode (issue 14, item 2):
+    a private episode once became public, with another owner and mode, from a stale request."""
+    settings = _settings()
+    key = _requested(instance, "gamma", "e01.mp4")  # a private low-mode episode, requested once
+    write_submit_request(settings.requests, key, SubmitOptions(
+        owner="mallory", mode="high", visibility="public", relpath="gamma/E01 (other).mp4", fingerprint="ab" * 32))
+    with open(settings.inbox / "gamma" / "e01.mp4", "ab") as fh:  # the first file's next upload
+        fh.write(b"\0" * 64)
+    tick(instance)
+    (req,) = tick(instance).run_requests
+    assert req.partition_key == key and req.tags[OWNER] != "mallory" and req.tags[MODE] == "low"
+    record = json.loads((settings.episodes / f"{key}.json").read_text())
+    assert (record["visibility"], record["mode"]) == ("private", "low") and record["owner"] != "mallory"
+    assert (settings.requests / f"submit-{key}.json").exists()  # left for the file it names
