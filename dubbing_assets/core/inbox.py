@@ -10,13 +10,20 @@ The inbox is ``inbox/<series>/<file>``. Each tick `InboxScanner.scan()`:
    their episode key, detecting collisions;
 4. returns at most ``cap`` ready episodes; the rest wait for the next tick.
 
+A requested episode stays *pending* until the caller confirms that a run
+with its run key exists (`unconfirmed()` / `confirm()`): a tick whose result
+never reached Dagster (a gRPC timeout, a daemon crash) is asked again on the
+next tick instead of being remembered as done.
+
 State lives in SQLite under ``DUBBING_HOME/state`` rather than in the sensor
 cursor, so 50,000 seen files cost one indexed table, not a huge cursor.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -118,6 +125,8 @@ CREATE TABLE IF NOT EXISTS files (
   relpath TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, stable INTEGER DEFAULT 0,
   fingerprint TEXT, key TEXT, requested TEXT);
 CREATE TABLE IF NOT EXISTS keys (key TEXT PRIMARY KEY, relpath TEXT, last_fp TEXT, revision INTEGER DEFAULT 0);
+CREATE TABLE IF NOT EXISTS pending (run_key TEXT PRIMARY KEY, key TEXT, relpath TEXT, episode TEXT,
+  requested_at REAL);
 """
 
 
@@ -241,10 +250,44 @@ class InboxScanner:
         return result
 
     def mark_requested(self, episode: ReadyEpisode) -> None:
-        """Record that a run was requested for this content (same file again does nothing)."""
+        """Record that a run was requested for this content (same file again does nothing).
+
+        The request stays pending until `confirm()`: an earlier pending request for the same episode key
+        is superseded (its content is no longer the file's).
+        """
         self.db.execute("UPDATE files SET requested=? WHERE relpath=?", (episode.fingerprint, episode.relpath))
         self.db.execute("UPDATE keys SET last_fp=?, revision=? WHERE key=?",
                         (episode.fingerprint, episode.revision, episode.key))
+        self.db.execute("DELETE FROM pending WHERE key=? AND run_key<>?", (episode.key, episode.run_key))
+        self.db.execute("INSERT OR REPLACE INTO pending(run_key, key, relpath, episode, requested_at) "
+                        "VALUES(?,?,?,?,?)", (episode.run_key, episode.key, episode.relpath,
+                                              json.dumps(dataclasses.asdict(episode)), time.time()))
+        self.db.commit()
+
+    def unconfirmed(self) -> list[ReadyEpisode]:
+        """Requested episodes whose run has not been confirmed yet, oldest first.
+
+        A pending request whose file is gone or holds other content by now is dropped: its run would
+        read a file that no longer exists (the new content gets its own request).
+        """
+        out: list[ReadyEpisode] = []
+        stale: list[str] = []
+        for run_key, relpath, episode in self.db.execute(
+                "SELECT p.run_key, p.relpath, p.episode FROM pending p ORDER BY p.requested_at").fetchall():
+            row = self.db.execute("SELECT requested FROM files WHERE relpath=?", (relpath,)).fetchone()
+            ep = ReadyEpisode(**json.loads(episode))
+            if row is None or row[0] != ep.fingerprint:
+                stale.append(run_key)
+                continue
+            out.append(ep)
+        if stale:
+            self.db.executemany("DELETE FROM pending WHERE run_key=?", [(k,) for k in stale])
+            self.db.commit()
+        return out
+
+    def confirm(self, run_key: str) -> None:
+        """A run with this run key exists: the request reached Dagster and is no longer pending."""
+        self.db.execute("DELETE FROM pending WHERE run_key=?", (run_key,))
         self.db.commit()
 
     def _quarantine(self, relpath: str, reason: str) -> Rejected:

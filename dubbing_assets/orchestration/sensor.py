@@ -12,6 +12,7 @@ import json
 import time
 
 import dagster as dg
+from dagster._core.storage.tags import RUN_KEY_TAG, SENSOR_NAME_TAG
 
 from dubbing_assets.core.inbox import InboxScanner, scan_reviews, write_episode_record
 from dubbing_assets.core.requests import (
@@ -83,14 +84,28 @@ def inbox_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
             if ep.key not in known:
                 new_keys.append(ep.key)
                 known.add(ep.key)
-            run_requests.append(dg.RunRequest(
-                run_key=ep.run_key,
-                partition_key=ep.key,
-                job_name=_job_name(opts.mode),
-                tags=run_tags(mode=opts.mode, owner=opts.owner, priority=opts.priority, episode=ep.key),
-            ))
+            run_requests.append(_episode_request(ep, opts))
             scanner.mark_requested(ep)
             context.log.info(f"{'changed' if ep.changed else 'new'} episode {ep.key} from {ep.relpath!r}")
+
+        # Requests of earlier ticks stay pending until Dagster holds their run: a tick result that was lost
+        # (gRPC timeout, daemon restart) is asked again here. The same run key is never run twice: the
+        # daemon skips a request whose run key this sensor already has a run for.
+        asked = {r.run_key for r in run_requests}
+        for ep in scanner.unconfirmed():
+            if ep.run_key in asked:
+                continue
+            if _run_exists(context, ep.run_key):
+                scanner.confirm(ep.run_key)
+                continue
+            opts = _previous_options(settings, ep.key) or SubmitOptions(
+                owner=settings.owner, target_lang=settings.target_lang)
+            if ep.key not in known:
+                new_keys.append(ep.key)
+                known.add(ep.key)
+            run_requests.append(_episode_request(ep, opts))
+            context.log.warning(f"episode {ep.key}: the request of an earlier tick has no run yet "
+                                "(that tick's result was lost); asking again")
 
         for key in scan.unchanged:
             _consume_submit_request(settings, key)  # same content again: nothing to run, the request is done
@@ -118,6 +133,19 @@ def inbox_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         skip_reason=None if run_requests else
         f"nothing new ({scan.seen} seen, {scan.waiting} waiting for a stable size, {scan.deferred} deferred)",
     )
+
+
+def _episode_request(ep, opts: SubmitOptions) -> dg.RunRequest:
+    return dg.RunRequest(run_key=ep.run_key, partition_key=ep.key, job_name=_job_name(opts.mode),
+                         tags=run_tags(mode=opts.mode, owner=opts.owner, priority=opts.priority, episode=ep.key))
+
+
+def _run_exists(context: dg.SensorEvaluationContext, run_key: str) -> bool:
+    """Whether the instance holds this sensor's run for the run key (what the daemon's dedup reads)."""
+    runs = context.instance.get_run_records(
+        filters=dg.RunsFilter(tags={RUN_KEY_TAG: run_key, SENSOR_NAME_TAG: context.sensor_name or "inbox_sensor"}),
+        limit=1)
+    return bool(runs)
 
 
 def _record(settings, key: str) -> dict | None:

@@ -17,6 +17,9 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from dagster._core.storage.dagster_run import DagsterRun, DagsterRunStatus
+from dagster._core.storage.tags import RUN_KEY_TAG, SENSOR_NAME_TAG
+from dagster._core.utils import make_new_run_id
 
 from dubbing_assets.core import review
 from dubbing_assets.core.inbox import episode_key
@@ -45,15 +48,28 @@ def _settings() -> Settings:
     return load_settings().ensure()
 
 
-def tick(instance: dg.DagsterInstance) -> dg.SensorResult:
-    """One sensor evaluation; returns the resolved run requests and partition requests."""
+def tick(instance: dg.DagsterInstance, *, accept: bool = True) -> dg.SensorResult:
+    """One sensor evaluation; returns the resolved run requests and partition requests.
+
+    With `accept` (the default) the result is applied as the sensor daemon applies it: partitions
+    added, and one run created per run key this sensor has no run for yet (tagged like the daemon's
+    runs, never launched). Without it the result is lost, as when a tick's gRPC call times out.
+    """
     # instance_ref as well: with it the context loads dynamic partitions the way the daemon's does.
     context = dg.build_sensor_context(instance=instance, instance_ref=instance.get_ref(), definitions=defs,
                                       sensor_name="inbox_sensor")
     data = inbox_sensor.evaluate_tick(context)
-    for request in data.dynamic_partitions_requests or []:
-        assert isinstance(request, dg.AddDynamicPartitionsRequest)
-        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+    if accept:
+        for request in data.dynamic_partitions_requests or []:
+            assert isinstance(request, dg.AddDynamicPartitionsRequest)
+            instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+        for request in data.run_requests or []:
+            tags = {**request.tags, RUN_KEY_TAG: request.run_key, SENSOR_NAME_TAG: "inbox_sensor"}
+            if request.run_key and instance.get_run_records(dg.RunsFilter(tags={
+                    RUN_KEY_TAG: request.run_key, SENSOR_NAME_TAG: "inbox_sensor"}), limit=1):
+                continue  # the daemon's dedup: one run per run key
+            instance.add_run(DagsterRun(job_name=request.job_name or "dub_episode", run_id=make_new_run_id(),
+                                        tags=tags, status=DagsterRunStatus.NOT_STARTED))
     return dg.SensorResult(run_requests=data.run_requests,
                            dynamic_partitions_requests=data.dynamic_partitions_requests or None)
 
@@ -419,3 +435,38 @@ def test_a_submit_request_applies_only_to_its_own_file(instance: dg.DagsterInsta
     record = json.loads((settings.episodes / f"{key}.json").read_text())
     assert (record["visibility"], record["mode"]) == ("private", "low") and record["owner"] != "mallory"
     assert (settings.requests / f"submit-{key}.json").exists()  # left for the file it names
+
+
+def test_a_lost_tick_result_is_asked_again_until_its_run_exists(instance: dg.DagsterInstance) -> None:
+    """Issue 14 item 1: the scanner's state used to be committed before Dagster held the run, so a tick
+    whose result was lost (gRPC timeout, daemon crash) left the episode never requested again."""
+    submit = drop("Alpha Series", "Alpha Series - 01.mp4")
+    key = episode_key("Alpha Series", submit.name)
+    write_submit_request(_settings().requests, key, SubmitOptions(owner="dana", mode="high", priority=3,
+                                                                  visibility="public"))
+    assert not tick(instance).run_requests  # first sight: waits for a stable size
+    lost = tick(instance, accept=False)  # requested, but the result never reaches Dagster
+    assert [r.partition_key for r in lost.run_requests] == [key]
+    assert not instance.get_dynamic_partitions("episodes")
+
+    again = tick(instance)  # asked again, with the same run key and the submitted options
+    assert [r.run_key for r in again.run_requests] == [lost.run_requests[0].run_key]
+    request = again.run_requests[0]
+    assert request.job_name == "dub_episode_high"
+    assert request.tags[OWNER] == "dana" and request.tags[PRIORITY] == "3" and request.tags[LANE] == "gpu"
+    assert added_keys(again) == [key] and instance.get_dynamic_partitions("episodes") == [key]
+    assert len(instance.get_run_records(dg.RunsFilter(tags={RUN_KEY_TAG: request.run_key}))) == 1
+
+    quiet = tick(instance)  # the run exists now: confirmed, nothing more
+    assert not quiet.run_requests
+    assert not tick(instance).run_requests
+
+
+def test_a_pending_request_is_dropped_when_its_file_changes_or_goes(instance: dg.DagsterInstance) -> None:
+    path = drop("Alpha Series", "Alpha Series - 02.mp4")
+    tick(instance)
+    first = tick(instance, accept=False)
+    assert len(first.run_requests) == 1
+    path.unlink()  # gone before its run was created: nothing to ask for any more
+    assert not tick(instance).run_requests
+    assert not tick(instance).run_requests
