@@ -4,8 +4,11 @@ The inbox is ``inbox/<series>/<file>``. Each tick `InboxScanner.scan()`:
 
 1. walks the inbox (``os.scandir``, two levels) and compares every file's
    size and mtime with what the state database saw last tick;
-2. treats a file as ready only when it was seen unchanged on a previous tick
-   (a partial upload keeps changing, so it waits);
+2. treats a file as ready only when it was seen unchanged on `stable_ticks`
+   ticks in a row after it last changed and its mtime is `settle_s` old (an
+   upload keeps changing, or pauses, so it waits); an empty file is given
+   `EMPTY_GRACE_S` before it is quarantined (an upload that opened the file
+   but has not written yet);
 3. hashes ready files that are new or changed (content sha256) and derives
    their episode key, detecting collisions;
 4. returns at most ``cap`` ready episodes; the rest wait for the next tick.
@@ -125,18 +128,26 @@ CREATE TABLE IF NOT EXISTS files (
   relpath TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, stable INTEGER DEFAULT 0,
   fingerprint TEXT, key TEXT, requested TEXT);
 CREATE TABLE IF NOT EXISTS keys (key TEXT PRIMARY KEY, relpath TEXT, last_fp TEXT, revision INTEGER DEFAULT 0);
+CREATE TABLE IF NOT EXISTS observed (relpath TEXT PRIMARY KEY, unchanged INTEGER DEFAULT 0);
 CREATE TABLE IF NOT EXISTS pending (run_key TEXT PRIMARY KEY, key TEXT, relpath TEXT, episode TEXT,
   requested_at REAL);
 """
 
 
+#: An empty file younger than this is an upload that has not written yet, not a bad file.
+EMPTY_GRACE_S = 600.0
+
+
 class InboxScanner:
     """Scans an inbox and remembers what it saw in `state_db`."""
 
-    def __init__(self, inbox: Path, state_db: Path, quarantine: Path, *, cap: int = 20) -> None:
+    def __init__(self, inbox: Path, state_db: Path, quarantine: Path, *, cap: int = 20, stable_ticks: int = 2,
+                 settle_s: float = 10.0) -> None:
         self.inbox = inbox
         self.quarantine = quarantine
         self.cap = cap
+        self.stable_ticks = max(1, stable_ticks)
+        self.settle_s = max(0.0, settle_s)
         state_db.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(state_db, timeout=30)
         self.db.executescript(_SCHEMA)
@@ -176,6 +187,9 @@ class InboxScanner:
         result = ScanResult()
         known = {row[0]: row[1:] for row in self.db.execute(
             "SELECT relpath, size, mtime_ns, stable, fingerprint, requested FROM files")}
+        observed = dict(self.db.execute("SELECT relpath, unchanged FROM observed"))
+        observations: list[tuple[str, int]] = []
+        now = time.time()
         present: set[str] = set()
         updates: list[tuple] = []
         ready_rows: list[tuple[str, str, os.stat_result, str | None]] = []
@@ -196,15 +210,26 @@ class InboxScanner:
             if requested and requested == fingerprint and stable:
                 result.seen += 1
                 continue
+            unchanged = observed.get(relpath, 0) + 1
+            observations.append((relpath, unchanged))
+            age = now - st.st_mtime
+            if unchanged < self.stable_ticks or (self.settle_s and age < self.settle_s) or (
+                    st.st_size == 0 and age < EMPTY_GRACE_S):
+                result.waiting += 1  # not settled yet: an upload may still be writing (or about to)
+                continue
             ready_rows.append((series, relpath, st, requested))
         if updates:
             self.db.executemany(
                 "INSERT INTO files(relpath,size,mtime_ns,stable) VALUES(?,?,?,0) "
                 "ON CONFLICT(relpath) DO UPDATE SET size=excluded.size, mtime_ns=excluded.mtime_ns, stable=0",
                 updates)
+            self.db.executemany("DELETE FROM observed WHERE relpath=?", [(u[0],) for u in updates])
+        if observations:
+            self.db.executemany("INSERT OR REPLACE INTO observed(relpath, unchanged) VALUES(?,?)", observations)
         gone = [r for r in known if r not in present]
         if gone:
             self.db.executemany("DELETE FROM files WHERE relpath=?", [(r,) for r in gone])
+            self.db.executemany("DELETE FROM observed WHERE relpath=?", [(r,) for r in gone])
         for series, relpath, st, requested in ready_rows:
             if len(result.ready) >= self.cap:
                 result.deferred += 1

@@ -38,6 +38,10 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "DUBBING_CONTAINER": ("mkv", "`mkv` or `mp4` for the delivered video."),
     "DUBBING_OWNER": ("$USER", "Owner recorded for submissions that name none."),
     "DUBBING_SENSOR_MAX_REQUESTS": ("20", "Run requests the inbox sensor emits per tick."),
+    "DUBBING_INBOX_STABLE_TICKS": (
+        "2", "Sensor ticks in a row an inbox file must be seen unchanged (size, mtime) before it is taken."),
+    "DUBBING_INBOX_SETTLE_S": (
+        "10", "Seconds since an inbox file last changed before it is taken (an empty file: 10 minutes)."),
     "DUBBING_METADATA_DIALOGUE": (
         "off", "`on` shows dialogue text (script, translation, QA lines) and lip-sync frames in Dagster's event "
                "metadata; off, they stay in the private library and encrypted storage only."),
@@ -74,6 +78,8 @@ class Settings:
     container: str = "mkv"
     owner: str = "unknown"
     sensor_max_requests: int = 20
+    inbox_stable_ticks: int = 2
+    inbox_settle_s: float = 10.0
     clone_min_similarity: float = 0.70
     metadata_dialogue: bool = False
     extra: dict[str, str] = field(default_factory=dict)
@@ -129,6 +135,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     try:
         lufs = float(_env(env, "DUBBING_LOUDNESS_LUFS", "-23"))
         cap = int(_env(env, "DUBBING_SENSOR_MAX_REQUESTS", "20"))
+        stable_ticks = int(_env(env, "DUBBING_INBOX_STABLE_TICKS", "2"))
+        settle_s = float(_env(env, "DUBBING_INBOX_SETTLE_S", "10"))
         clone_min = float(_env(env, "DUBBING_CLONE_MIN_SIMILARITY", "0.70"))
         tolerance_ms = float(_env(env, "DUBBING_QA_OVERFLOW_TOLERANCE_MS", "20"))
     except ValueError as exc:
@@ -163,6 +171,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         container=container,
         owner=_env(env, "DUBBING_OWNER", env.get("USER", "unknown") or "unknown"),
         sensor_max_requests=max(1, cap),
+        inbox_stable_ticks=max(1, stable_ticks),
+        inbox_settle_s=max(0.0, settle_s),
         clone_min_similarity=clone_min,
         metadata_dialogue=_env(env, "DUBBING_METADATA_DIALOGUE", "off").lower() in ("on", "1", "true", "yes"),
     )

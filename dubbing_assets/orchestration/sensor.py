@@ -46,7 +46,8 @@ def inbox_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
     started = time.monotonic()
     settings = load_settings().ensure()
     scanner = InboxScanner(settings.inbox, settings.state / "inbox.sqlite", settings.quarantine,
-                           cap=settings.sensor_max_requests)
+                           cap=settings.sensor_max_requests, stable_ticks=settings.inbox_stable_ticks,
+                           settle_s=settings.inbox_settle_s)
     run_requests: list[dg.RunRequest] = []
     new_keys: list[str] = []
     try:

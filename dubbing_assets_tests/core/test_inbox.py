@@ -14,8 +14,12 @@ from dubbing_assets.errors import UnsafeNameError
 from dubbing_assets_tests.conftest import MEDIA
 
 
-def _scanner(tmp_path: Path, cap: int = 20) -> InboxScanner:
-    return InboxScanner(tmp_path / "inbox", tmp_path / "state" / "inbox.sqlite", tmp_path / "quarantine", cap=cap)
+def _scanner(tmp_path: Path, cap: int = 20, **settle: float) -> InboxScanner:
+    """A scanner that takes a file on its second sighting, unless `settle` says otherwise (these tests
+    are about keys and hashing; the settle rule has its own tests in test_sensor.py)."""
+    settle = {"stable_ticks": 1, "settle_s": 0, **settle}
+    return InboxScanner(tmp_path / "inbox", tmp_path / "state" / "inbox.sqlite", tmp_path / "quarantine", cap=cap,
+                        **settle)
 
 
 def _drop(tmp_path: Path, series: str, name: str, src: Path = MEDIA / "en_monologue.mp4") -> Path:
@@ -72,6 +76,8 @@ def test_bad_file_is_quarantined_with_reason(tmp_path: Path) -> None:
     folder.mkdir(parents=True)
     (folder / "e01.mp4").write_text("this is not a video\n")
     (folder / "e02.mkv").write_bytes(b"")
+    st = (folder / "e02.mkv").stat()  # empty for longer than an upload takes to start writing
+    os.utime(folder / "e02.mkv", ns=(st.st_atime_ns, st.st_mtime_ns - 601 * 10**9))
     s = _scanner(tmp_path)
     s.scan()
     result = s.scan()

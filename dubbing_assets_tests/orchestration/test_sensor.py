@@ -40,6 +40,9 @@ RUN_KEY = re.compile(r"^(?P<key>[a-z0-9-]+):r(?P<rev>[0-9]+):(?P<fp>[0-9a-f]{16}
 def instance(dubbing_env: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dg.DagsterInstance]:
     monkeypatch.setenv("DUBBING_OWNER", "tester")
     monkeypatch.delenv("DUBBING_SENSOR_MAX_REQUESTS", raising=False)
+    # most tests here take a file on its second sighting; the settle rule's own tests set the defaults
+    monkeypatch.setenv("DUBBING_INBOX_STABLE_TICKS", "1")
+    monkeypatch.setenv("DUBBING_INBOX_SETTLE_S", "0")
     with dg.instance_for_test(temp_dir=os.environ["DAGSTER_HOME"]) as inst:
         yield inst
 
@@ -198,6 +201,7 @@ def test_bad_file_is_quarantined_with_its_reason(instance: dg.DagsterInstance) -
     folder.mkdir(parents=True)
     (folder / "e01.mp4").write_text("this is not a video\n")
     (folder / "e02.mkv").write_bytes(b"")
+    _age(folder / "e02.mkv", 601)  # empty for longer than an upload takes to start writing
     assert tick(instance).run_requests == []
     result = tick(instance)
     assert result.run_requests == [] and not result.dynamic_partitions_requests
@@ -470,3 +474,56 @@ def test_a_pending_request_is_dropped_when_its_file_changes_or_goes(instance: dg
     path.unlink()  # gone before its run was created: nothing to ask for any more
     assert not tick(instance).run_requests
     assert not tick(instance).run_requests
+
+
+def _age(path: Path, seconds: float) -> None:
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns - int(seconds * 1e9)))
+
+
+def test_a_file_is_taken_only_after_settling(instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 14 item 6: one unchanged tick used to make a file ready, so an upload that paused for one
+    tick (a slow link, a client that preallocates) was taken half-written."""
+    monkeypatch.delenv("DUBBING_INBOX_STABLE_TICKS")
+    monkeypatch.delenv("DUBBING_INBOX_SETTLE_S")  # the defaults: 2 unchanged ticks, 10 s since the last write
+    path = drop("Alpha Series", "Alpha Series - 01.mp4")
+    full = path.read_bytes()
+    path.write_bytes(full[: len(full) // 2])  # half-written, then the upload pauses
+    assert not tick(instance).run_requests  # first sight
+    assert not tick(instance).run_requests  # unchanged once, but written just now: still settling
+    _age(path, 11)
+    assert not tick(instance).run_requests  # (the mtime moved: seen as changed, counting again)
+    assert not tick(instance).run_requests  # unchanged once: one tick is not enough any more
+    with path.open("ab") as f:  # the upload resumes and completes
+        f.write(full[len(full) // 2:])
+    assert not tick(instance).run_requests
+    _age(path, 11)
+    for _ in range(2):
+        assert not tick(instance).run_requests
+    result = tick(instance)
+    assert [r.partition_key for r in result.run_requests] == [episode_key("Alpha Series", path.name)]
+    record = json.loads((_settings().episodes / f"{result.run_requests[0].partition_key}.json").read_text())
+    assert record["size"] == len(full)  # the whole file, not the half
+
+
+def test_a_young_empty_file_is_waited_for_not_quarantined(instance: dg.DagsterInstance) -> None:
+    """Issue 14 item 6: an upload that had opened its file but not written yet was quarantined as empty,
+    and then completed into the quarantine."""
+    folder = _settings().inbox / "Alpha Series"
+    folder.mkdir(parents=True)
+    path = folder / "Alpha Series - 03.mp4"
+    path.touch()
+    for _ in range(3):
+        result = tick(instance)
+        assert not result.run_requests
+    assert path.exists() and not any(_settings().quarantine.rglob("*.mp4"))
+    path.write_bytes(CLIP.read_bytes())  # the upload writes
+    tick(instance)
+    assert [r.partition_key for r in tick(instance).run_requests] == [episode_key("Alpha Series", path.name)]
+
+    stale = folder / "Alpha Series - 04.mp4"  # an empty file left for more than the grace: quarantined
+    stale.touch()
+    _age(stale, 601)
+    tick(instance)
+    tick(instance)
+    assert not stale.exists() and any(_settings().quarantine.rglob("*04*"))
