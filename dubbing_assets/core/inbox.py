@@ -10,7 +10,10 @@ The inbox is ``inbox/<series>/<file>``. Each tick `InboxScanner.scan()`:
    `EMPTY_GRACE_S` before it is quarantined (an upload that opened the file
    but has not written yet);
 3. hashes ready files that are new or changed (content sha256) and derives
-   their episode key, detecting collisions;
+   their episode key, detecting collisions; a file over `inline_bytes` is
+   hashed by a background thread (`BackgroundHasher`) and taken on the tick
+   after its digest is ready, so no file size can push a tick past Dagster's
+   60 s budget;
 4. returns at most ``cap`` ready episodes; the rest wait for the next tick.
 
 A requested episode stays *pending* until the caller confirms that a run
@@ -31,8 +34,10 @@ import os
 import re
 import shutil
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -121,6 +126,7 @@ class ScanResult:
     seen: int = 0
     #: Keys whose file was dropped in again with content already requested (nothing to run).
     unchanged: list[str] = field(default_factory=list)
+    hashing: int = 0  # large files whose digest a background thread is still computing
 
 
 _SCHEMA = """
@@ -138,12 +144,69 @@ CREATE TABLE IF NOT EXISTS pending (run_key TEXT PRIMARY KEY, key TEXT, relpath 
 EMPTY_GRACE_S = 600.0
 
 
+class _Changed(Exception):
+    """The file changed while it was being hashed: its digest says nothing."""
+
+
+class BackgroundHasher:
+    """Content SHA-256 of large inbox files, computed off the sensor tick.
+
+    Hashing runs at about 200 MiB/s, so one 13 GB episode (or twenty 4 GB ones) would take a tick past
+    Dagster's 60 s budget. Files up to `inline_bytes` are hashed on the spot (a second or less); larger
+    ones are handed to one worker thread, and `digest()` returns None until their digest is ready for
+    exactly that size and mtime. The thread lives in the process that evaluates the sensor (the code
+    server), so a digest survives from one tick to the next; after a restart it is computed again.
+    """
+
+    def __init__(self, inline_bytes: int = 64 * 2**20, workers: int = 1) -> None:
+        self.inline_bytes = inline_bytes
+        self.workers = workers
+        self._pool: ThreadPoolExecutor | None = None
+        self._jobs: dict[str, tuple[tuple[int, int], Future]] = {}
+        self._lock = threading.Lock()
+
+    def digest(self, path: Path, st: os.stat_result) -> str | None:
+        """The file's SHA-256, or None while a background thread is still on it."""
+        if st.st_size <= self.inline_bytes:
+            return file_sha256(path)
+        ident, name = (st.st_size, st.st_mtime_ns), str(path)
+        with self._lock:
+            job = self._jobs.get(name)
+            if job is not None and job[0] != ident:
+                job[1].cancel()
+                job = None
+            if job is None:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="inbox-hash")
+                self._jobs[name] = (ident, self._pool.submit(self._hash, path, ident))
+                return None
+            if not job[1].done():
+                return None
+            del self._jobs[name]
+        try:
+            return job[1].result()
+        except (_Changed, FileNotFoundError):
+            return None  # the next scan sees the change (or that it is gone)
+
+    @staticmethod
+    def _hash(path: Path, ident: tuple[int, int]) -> str:
+        digest = file_sha256(path)
+        st = path.stat()
+        if (st.st_size, st.st_mtime_ns) != ident:
+            raise _Changed(str(path))
+        return digest
+
+
+DEFAULT_HASHER = BackgroundHasher()
+
+
 class InboxScanner:
     """Scans an inbox and remembers what it saw in `state_db`."""
 
     def __init__(self, inbox: Path, state_db: Path, quarantine: Path, *, cap: int = 20, stable_ticks: int = 2,
-                 settle_s: float = 10.0) -> None:
+                 settle_s: float = 10.0, hasher: BackgroundHasher | None = None) -> None:
         self.inbox = inbox
+        self.hasher = hasher or DEFAULT_HASHER
         self.quarantine = quarantine
         self.cap = cap
         self.stable_ticks = max(1, stable_ticks)
@@ -240,7 +303,10 @@ class InboxScanner:
                     raise ValueError("the file is empty (0 bytes); upload it again")
                 if not looks_like_media(path):
                     raise ValueError("the file is not a video or audio container (unknown format)")
-                fingerprint = file_sha256(path)
+                fingerprint = self.hasher.digest(path, st)
+                if fingerprint is None:
+                    result.hashing += 1
+                    continue
                 key, collided = self._key_for(series, relpath)
             except (OSError, ValueError) as exc:
                 result.rejected.append(self._quarantine(relpath, str(exc)))

@@ -126,13 +126,15 @@ def inbox_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         scanner.close()
     elapsed = time.monotonic() - started
     if run_requests or scan.rejected:
-        context.log.info(f"tick: {len(run_requests)} requests, {scan.waiting} waiting, {scan.deferred} deferred, "
+        context.log.info(f"tick: {len(run_requests)} requests, {scan.waiting} waiting, {scan.hashing} being hashed, "
+                         f"{scan.deferred} deferred, "
                          f"{len(scan.rejected)} quarantined, {scan.seen} already seen, {elapsed:.2f}s")
     return dg.SensorResult(
         run_requests=run_requests,
         dynamic_partitions_requests=[episodes.build_add_request(new_keys)] if new_keys else None,
         skip_reason=None if run_requests else
-        f"nothing new ({scan.seen} seen, {scan.waiting} waiting for a stable size, {scan.deferred} deferred)",
+        f"nothing new ({scan.seen} seen, {scan.waiting} waiting for a stable size, {scan.hashing} being hashed, "
+        f"{scan.deferred} deferred)",
     )
 
 

@@ -527,3 +527,32 @@ def test_a_young_empty_file_is_waited_for_not_quarantined(instance: dg.DagsterIn
     tick(instance)
     tick(instance)
     assert not stale.exists() and any(_settings().quarantine.rglob("*04*"))
+
+
+def test_a_large_file_is_hashed_off_the_tick(instance: dg.DagsterInstance) -> None:
+    """Issue 14 item 1: files were hashed inside the tick at about 200 MiB/s, so one 13 GB episode took a
+    tick past Dagster's 60 s budget. Here a 1 GiB file (sparse: no disk) must not slow any tick down."""
+    import time
+
+    folder = _settings().inbox / "Alpha Series"
+    folder.mkdir(parents=True)
+    path = folder / "Alpha Series - 05.mkv"
+    with path.open("wb") as f:
+        f.write(b"\x1a\x45\xdf\xa3")  # an MKV's magic, then 1 GiB of nothing
+        f.truncate(2**30)
+    tick(instance)  # first sight
+    durations, requests, skip = [], [], ""
+    deadline = time.monotonic() + 180
+    while not requests and time.monotonic() < deadline:
+        started = time.monotonic()
+        context = dg.build_sensor_context(instance=instance, instance_ref=instance.get_ref(), definitions=defs,
+                                          sensor_name="inbox_sensor")
+        data = inbox_sensor.evaluate_tick(context)
+        durations.append(time.monotonic() - started)
+        requests, skip = data.run_requests, data.skip_message or skip
+        if not requests:
+            time.sleep(0.5)
+    assert requests, f"never requested: {skip}"
+    assert max(durations) < 1.0, f"a tick took {max(durations):.2f}s while a 1 GiB file was hashed"
+    assert "1 being hashed" in skip, skip  # the ticks while hashing said so
+    assert [r.partition_key for r in requests] == [episode_key("Alpha Series", path.name)]
