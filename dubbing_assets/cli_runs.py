@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from dubbing_assets.core.fsutil import file_sha256
-from dubbing_assets.core.inbox import MEDIA_EXTENSIONS, SIDECAR_EXTENSIONS, episode_key, glob_escape
+from dubbing_assets.core.inbox import MEDIA_EXTENSIONS, SIDECAR_EXTENSIONS, glob_escape, reserve_key
 from dubbing_assets.core.requests import (
     STAGES,
     SubmitOptions,
@@ -88,7 +88,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
     series_slug = slugify(series) or "series"
     ep_slug = slugify(args.episode) if args.episode else None
     target_name = f"{ep_slug or slugify(src.stem) or 'episode'}{src.suffix.lower()}"
-    key = episode_key(series_slug, target_name)
+    # the sensor's key for this file, suffix included where another file of the series slugs alike
+    key = reserve_key(settings.state / "inbox.sqlite", series_slug, f"{series_slug}/{target_name}")
     options = SubmitOptions(owner=args.owner or settings.owner, mode=args.mode, target_lang=args.to.lower(),
                             priority=args.priority, visibility="public" if args.public else "private",
                             series=series, episode=args.episode).validate()

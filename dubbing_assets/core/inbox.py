@@ -238,13 +238,7 @@ class InboxScanner:
                         yield series.name, f"{series.name}/{name}", entry.stat(follow_symlinks=False)
 
     def _key_for(self, series: str, relpath: str) -> tuple[str, bool]:
-        base = episode_key(series, Path(relpath).name)
-        row = self.db.execute("SELECT relpath FROM keys WHERE key=?", (base,)).fetchone()
-        if row is None or row[0] == relpath:
-            return base, False
-        suffix = hashlib.sha1(relpath.encode()).hexdigest()[:6]
-        alt = check_slug(f"{base[:110]}-{suffix}", "episode key")
-        return alt, True
+        return _key_for(self.db, series, relpath)
 
     def scan(self) -> ScanResult:
         result = ScanResult()
@@ -406,6 +400,37 @@ class InboxScanner:
         if _encodable(relpath):
             self.db.execute("DELETE FROM files WHERE relpath=?", (relpath,))
         return Rejected(relpath=shown, reason=reason, moved_to=moved)
+
+
+def _key_for(db: sqlite3.Connection, series: str, relpath: str) -> tuple[str, bool]:
+    """(episode key, collided): the base key unless another file holds it, then base + a suffix of the path."""
+    base = episode_key(series, Path(relpath).name)
+    row = db.execute("SELECT relpath FROM keys WHERE key=?", (base,)).fetchone()
+    if row is None or row[0] == relpath:
+        return base, False
+    suffix = hashlib.sha1(relpath.encode()).hexdigest()[:6]
+    return check_slug(f"{base[:110]}-{suffix}", "episode key"), True
+
+
+def reserve_key(state_db: Path, series_dir: str, relpath: str) -> str:
+    """The episode key the sensor will give `relpath` (inbox-relative), reserved for it now.
+
+    `dubbing submit` calls this before it copies the file, so the key it prints and writes its
+    request under is the one the sensor uses, suffix included, even when another file of the series
+    slugs alike; the reservation is one SQLite transaction on the sensor's own state database, so a
+    tick and a submit never hand the same key to two files.
+    """
+    state_db.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(state_db, timeout=30, isolation_level=None)
+    try:
+        db.executescript(_SCHEMA)
+        db.execute("BEGIN IMMEDIATE")
+        key, _ = _key_for(db, series_dir, relpath)
+        db.execute("INSERT OR IGNORE INTO keys(key, relpath) VALUES(?,?)", (key, relpath))
+        db.execute("COMMIT")
+        return key
+    finally:
+        db.close()
 
 
 def _encodable(text: str) -> bool:

@@ -556,3 +556,33 @@ def test_a_large_file_is_hashed_off_the_tick(instance: dg.DagsterInstance) -> No
     assert max(durations) < 1.0, f"a tick took {max(durations):.2f}s while a 1 GiB file was hashed"
     assert "1 being hashed" in skip, skip  # the ticks while hashing said so
     assert [r.partition_key for r in requests] == [episode_key("Alpha Series", path.name)]
+
+
+def test_submit_reserves_the_key_the_sensor_gives_its_file(instance: dg.DagsterInstance, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture) -> None:
+    """Issue 14 item 2: `dubbing submit` wrote its request under the base key even when another file of the
+    series already held that key; the sensor gave the submitted file a suffixed key, found no request for
+    it, and dubbed it with the defaults (another owner, private instead of public)."""
+    from dubbing_assets.cli import main
+
+    direct = drop("show", "Show S01E01.mp4")  # dropped straight in: takes show-s01e01
+    tick(instance)
+    (first,) = tick(instance).run_requests
+    assert first.partition_key == "show-s01e01"
+
+    src = tmp_path / "upload.mp4"
+    shutil.copyfile(CLIP, src)
+    with open(src, "ab") as fh:  # other content
+        fh.write(b"\0" * 64)
+    assert main(["submit", str(src), "--series", "show", "--episode", "S01E01", "--owner", "erin",
+                 "--public"]) == 0
+    printed = capsys.readouterr().out.strip().splitlines()[-1]
+    assert printed != "show-s01e01" and printed.startswith("show-s01e01-")  # the key the sensor will use
+
+    tick(instance)
+    (second,) = tick(instance).run_requests
+    assert second.partition_key == printed
+    assert second.tags[OWNER] == "erin"
+    record = json.loads((_settings().episodes / f"{printed}.json").read_text())
+    assert record["visibility"] == "public" and record["source"] == "show/s01e01.mp4"
+    assert direct.exists() and not (_settings().requests / f"submit-{printed}.json").exists()  # consumed
