@@ -20,6 +20,7 @@ from typing import Any
 from dubbing_assets.core.fsutil import file_sha256
 from dubbing_assets.core.inbox import MEDIA_EXTENSIONS, SIDECAR_EXTENSIONS, glob_escape, reserve_key
 from dubbing_assets.core.requests import (
+    NORMAL_PRIORITY,
     STAGES,
     SubmitOptions,
     submit_request_path,
@@ -28,7 +29,7 @@ from dubbing_assets.core.requests import (
 )
 from dubbing_assets.core.safepath import check_slug, safe_join, slugify
 from dubbing_assets.core.settings import Settings, load_settings
-from dubbing_assets.errors import DubbingError, MediaError
+from dubbing_assets.errors import ConfigError, DubbingError, MediaError
 
 GPU_POOL = "gpu"
 TERMINAL = {"SUCCESS", "FAILURE", "CANCELED"}
@@ -88,11 +89,15 @@ def cmd_submit(args: argparse.Namespace) -> int:
     series_slug = slugify(series) or "series"
     ep_slug = slugify(args.episode) if args.episode else None
     target_name = f"{ep_slug or slugify(src.stem) or 'episode'}{src.suffix.lower()}"
+    try:
+        options = SubmitOptions(owner=_submitting_owner(settings, args.owner, args.priority), mode=args.mode,
+                                target_lang=args.to.lower(), priority=args.priority,
+                                visibility="public" if args.public else "private",
+                                series=series, episode=args.episode).validate()
+    except ValueError as exc:  # an option out of range: say which, queue nothing
+        raise ConfigError(str(exc)) from exc
     # the sensor's key for this file, suffix included where another file of the series slugs alike
     key = reserve_key(settings.state / "inbox.sqlite", series_slug, f"{series_slug}/{target_name}")
-    options = SubmitOptions(owner=args.owner or settings.owner, mode=args.mode, target_lang=args.to.lower(),
-                            priority=args.priority, visibility="public" if args.public else "private",
-                            series=series, episode=args.episode).validate()
     folder = safe_join(settings.inbox, series_slug)
     folder.mkdir(parents=True, exist_ok=True)
     target = safe_join(folder, target_name)
@@ -117,6 +122,25 @@ def cmd_submit(args: argparse.Namespace) -> int:
           f"to {options.target_lang}); the inbox sensor will queue it")
     print(key)
     return 0
+
+
+def _submitting_owner(settings: Settings, owner: str | None, priority: int) -> str:
+    """Who owns the submission: the OS user, unless an operator (DUBBING_OPERATORS) names someone.
+
+    The owner feeds the per-owner queue limit and the manifest, so it must not be self-declared;
+    priorities outside the normal band are an operator's call too.
+    """
+    import getpass
+
+    user = getpass.getuser()
+    operator = user in settings.operators
+    if not operator and owner and owner != user:
+        raise DubbingError(f"--owner {owner!r}: only an operator ({', '.join(settings.operators) or 'none set'}; "
+                           f"DUBBING_OPERATORS) may submit for another user; you submit as {user!r}.")
+    if not operator and not NORMAL_PRIORITY[0] <= priority <= NORMAL_PRIORITY[1]:
+        raise DubbingError(f"--priority {priority}: outside {NORMAL_PRIORITY[0]}..{NORMAL_PRIORITY[1]} only an "
+                           "operator (DUBBING_OPERATORS) may set it.")
+    return (owner or settings.owner) if operator else user
 
 
 def slugify_suffix(rest: str) -> str:
@@ -220,9 +244,14 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def _quarantine_reason(settings: Settings, key: str, since: float) -> str | None:
+    """The reason the sensor quarantined this episode's file, matched on the `key:` line it records
+    (never on a piece of the name: `e01` is in every series' first episode)."""
     for reason in settings.quarantine.rglob("*.reason.txt"):
-        if reason.stat().st_mtime >= since - 1 and key.split("-", 1)[-1] in reason.read_text():
-            return reason.read_text().strip()
+        if reason.stat().st_mtime < since - 1:
+            continue
+        text = reason.read_text(encoding="utf-8", errors="replace")
+        if f"key: {key}" in text.splitlines():
+            return text.strip()
     return None
 
 

@@ -27,6 +27,7 @@ cursor, so 50,000 seen files cost one indexed table, not a huge cursor.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -45,10 +46,14 @@ from dubbing_assets.core.fsutil import atomic_write_json, file_sha256
 from dubbing_assets.core.media import is_plain_file
 from dubbing_assets.core.review import is_user_edit
 from dubbing_assets.core.safepath import check_slug, safe_join, slugify
+from dubbing_assets.errors import DubbingError
 
 MEDIA_EXTENSIONS = {".mkv", ".mp4", ".m4v", ".mov", ".avi", ".webm", ".ts", ".m2ts", ".mka", ".wav", ".flac"}
 SIDECAR_EXTENSIONS = {".srt", ".ass", ".ssa", ".vtt"}
 UPLOAD_SUFFIXES = (".part", ".tmp", ".crdownload", ".partial", ".upload")
+#: Folders file systems and sync tools keep in a share's top level: never a series.
+SYSTEM_DIRS = {".Trash", ".Trashes", ".Spotlight-V100", ".fseventsd", ".snapshot", ".snapshots", ".zfs", ".git",
+               ".stfolder", ".stversions", ".sync", ".dropbox.cache", "lost+found", "@eaDir", "#recycle"}
 
 _EPISODE_PATTERNS = [
     re.compile(r"s(\d{1,3})[ ._-]*e(\d{1,4})", re.I),
@@ -224,12 +229,13 @@ class InboxScanner:
             return
         with os.scandir(self.inbox) as series_it:
             for series in series_it:
-                if series.name.startswith(".") or not series.is_dir(follow_symlinks=False):
+                if series.name in SYSTEM_DIRS or not series.is_dir(follow_symlinks=False):
                     continue
                 with os.scandir(series.path) as files:
                     for entry in files:
                         name = entry.name
-                        if name.startswith(".") or name.endswith(UPLOAD_SUFFIXES):
+                        # a leading dot is a title too (".hack//Sign"); "._x" is macOS's metadata for x
+                        if name.startswith("._") or name.endswith(UPLOAD_SUFFIXES):
                             continue
                         if not entry.is_file(follow_symlinks=False):
                             continue
@@ -396,7 +402,12 @@ class InboxScanner:
             pass
         shown = os.fsencode(relpath).decode("utf-8", "backslashreplace")
         reason_file = dest.with_name(dest.name + ".reason.txt")
-        reason_file.write_text(f"file: {shown}\nreason: {reason}\nwhen: {stamp}\n", encoding="utf-8")
+        # the key the file would have had, so `dubbing wait KEY` finds its own reason and no other's
+        key_line = ""
+        if _encodable(relpath):
+            with contextlib.suppress(DubbingError, ValueError):  # a name no key can be made of: no key line
+                key_line = f"key: {_key_for(self.db, series, relpath)[0]}\n"
+        reason_file.write_text(f"file: {shown}\n{key_line}reason: {reason}\nwhen: {stamp}\n", encoding="utf-8")
         if _encodable(relpath):
             self.db.execute("DELETE FROM files WHERE relpath=?", (relpath,))
         return Rejected(relpath=shown, reason=reason, moved_to=moved)

@@ -22,6 +22,11 @@ STAGES = ("source_media", "audio_stems", "script", "speakers", "translation", "c
           "dub_speech", "dub_mix", "lip_sync", "dubbed_video", "qa_report", "library_entry")
 
 
+#: Bounds of `dagster/priority` for any request (operators); others submit within NORMAL_PRIORITY.
+PRIORITY_LIMITS = (-100, 100)
+NORMAL_PRIORITY = (-10, 10)
+
+
 @dataclass
 class SubmitOptions:
     owner: str = "unknown"
@@ -42,6 +47,9 @@ class SubmitOptions:
         return self.relpath is None or (self.relpath == relpath and self.fingerprint in (None, fingerprint))
 
     def validate(self) -> SubmitOptions:
+        if not isinstance(self.priority, int) or not PRIORITY_LIMITS[0] <= self.priority <= PRIORITY_LIMITS[1]:
+            raise ValueError(f"priority {self.priority!r} is not valid; use a whole number from "
+                             f"{PRIORITY_LIMITS[0]} to {PRIORITY_LIMITS[1]}.")
         if self.mode not in ("low", "high"):
             raise ValueError(f"mode {self.mode!r} is not valid; use 'low' or 'high'.")
         if self.visibility not in ("private", "public"):

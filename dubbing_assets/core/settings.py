@@ -36,7 +36,11 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "DUBBING_QA_OVERFLOW_TOLERANCE_MS": (
         "20", "QA: a line running this many ms or less into the next one is not an overflow."),
     "DUBBING_CONTAINER": ("mkv", "`mkv` or `mp4` for the delivered video."),
-    "DUBBING_OWNER": ("$USER", "Owner recorded for submissions that name none."),
+    "DUBBING_OWNER": ("$USER", "Owner recorded for inbox drops without a submit request (and, for operators, "
+                                "submissions that name none)."),
+    "DUBBING_OPERATORS": (
+        "root", "OS users (comma-separated) whose `dubbing submit` may name another owner (--owner, DUBBING_OWNER) "
+                "or a priority outside -10..10; everyone else submits as themselves."),
     "DUBBING_SENSOR_MAX_REQUESTS": ("20", "Run requests the inbox sensor emits per tick."),
     "DUBBING_INBOX_STABLE_TICKS": (
         "2", "Sensor ticks in a row an inbox file must be seen unchanged (size, mtime) before it is taken."),
@@ -79,6 +83,7 @@ class Settings:
     owner: str = "unknown"
     sensor_max_requests: int = 20
     inbox_stable_ticks: int = 2
+    operators: tuple[str, ...] = ("root",)
     inbox_settle_s: float = 10.0
     clone_min_similarity: float = 0.70
     metadata_dialogue: bool = False
@@ -172,6 +177,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         owner=_env(env, "DUBBING_OWNER", env.get("USER", "unknown") or "unknown"),
         sensor_max_requests=max(1, cap),
         inbox_stable_ticks=max(1, stable_ticks),
+        operators=tuple(u.strip() for u in _env(env, "DUBBING_OPERATORS", "root").split(",") if u.strip()),
         inbox_settle_s=max(0.0, settle_s),
         clone_min_similarity=clone_min,
         metadata_dialogue=_env(env, "DUBBING_METADATA_DIALOGUE", "off").lower() in ("on", "1", "true", "yes"),

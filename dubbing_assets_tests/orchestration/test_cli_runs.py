@@ -159,3 +159,34 @@ def test_only_instance_init_creates_the_instance_storage(dubbing_env: Path, caps
     assert main(["instance", "init"]) == 0
     assert (home / "history" / "runs.db").exists() and (home / "schedules" / "schedules.db").exists()
     assert main(["status"]) == 0
+
+
+def test_submit_owner_is_the_os_user_unless_an_operator_names_one(dubbing_env: Path, tmp_path: Path, capsys,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 14 item 8: owner and priority were self-declared (`--owner anyone --priority 10**9`)."""
+    import getpass
+
+    from dubbing_assets.core.requests import read_submit_request
+
+    me = getpass.getuser()
+    src = tmp_path / "Show - 04.mp4"
+    shutil.copyfile(MEDIA / "en_monologue.mp4", src)
+    monkeypatch.setenv("DUBBING_OPERATORS", "someone-else")  # this user is not an operator
+    monkeypatch.setenv("DUBBING_OWNER", "studio")
+    assert main(["submit", str(src), "--series", "show", "--owner", "mallory"]) != 0
+    assert "only an operator" in capsys.readouterr().err
+    assert main(["submit", str(src), "--series", "show", "--priority", "1000000"]) != 0
+    assert "only an operator" in capsys.readouterr().err
+    assert not list(load_settings().requests.glob("submit-*.json"))  # nothing queued by a refusal
+
+    assert main(["submit", str(src), "--series", "show", "--priority", "3"]) == 0
+    key = capsys.readouterr().out.strip().splitlines()[-1]
+    options = read_submit_request(load_settings().requests, key)
+    assert options.owner == me and options.priority == 3  # the OS user, not DUBBING_OWNER
+
+    monkeypatch.setenv("DUBBING_OPERATORS", f"ops,{me}")  # an operator may name the owner
+    assert main(["submit", str(src), "--series", "show", "--owner", "mallory", "--priority", "50"]) == 0
+    options = read_submit_request(load_settings().requests, key)
+    assert options.owner == "mallory" and options.priority == 50
+    assert main(["submit", str(src), "--series", "show", "--priority", "1000000"]) != 0  # bounded for all
+    assert "priority" in capsys.readouterr().err

@@ -273,7 +273,7 @@ def test_hostile_names_give_safe_keys(instance: dg.DagsterInstance) -> None:
     tick(instance)
     result = tick(instance)
     keys = [r.partition_key for r in result.run_requests]
-    assert len(keys) == len(HOSTILE) - 2  # dot-names ("..e11.mkv", "..hidden-series/") are skipped
+    assert len(keys) == len(HOSTILE)  # dot-names ("..e11.mkv", "..hidden-series/") are episodes too, safely keyed
     assert len(set(keys)) == len(keys)
     for req in result.run_requests:
         assert is_slug(req.partition_key) and len(req.partition_key) <= 120
@@ -586,3 +586,35 @@ def test_submit_reserves_the_key_the_sensor_gives_its_file(instance: dg.DagsterI
     record = json.loads((_settings().episodes / f"{printed}.json").read_text())
     assert record["visibility"] == "public" and record["source"] == "show/s01e01.mp4"
     assert direct.exists() and not (_settings().requests / f"submit-{printed}.json").exists()  # consumed
+
+
+def test_names_with_a_leading_dot_are_episodes_too(instance: dg.DagsterInstance) -> None:
+    """Issue 14 item 8: `.hack Sign - 01.mkv` (and the `.hack` series folder) were ignored without a word."""
+    drop("Anime", ".hack Sign - 01.mp4")
+    drop(".hack", "Sign - 02.mp4")
+    drop("Anime", "._.hack Sign - 01.mp4")  # macOS's metadata file: not an episode, not quarantined
+    tick(instance)
+    keys = sorted(r.partition_key for r in tick(instance).run_requests)
+    assert keys == sorted([episode_key("Anime", ".hack Sign - 01.mp4"), episode_key(".hack", "Sign - 02.mp4")])
+    assert all(is_slug(k) for k in keys)
+    assert not any(_settings().quarantine.rglob("*"))
+
+
+def test_wait_finds_its_own_quarantine_reason_only(instance: dg.DagsterInstance) -> None:
+    """Issue 14 item 8: `dubbing wait` matched quarantine reasons by a piece of the key ("e01"), so another
+    series' bad first episode made this episode's wait report a quarantine."""
+    import time
+
+    from dubbing_assets.cli_runs import _quarantine_reason
+
+    settings = _settings()
+    started = time.time()
+    bad = settings.inbox / "beta" / "e01.mp4"
+    bad.parent.mkdir(parents=True)
+    bad.write_text("not a video\n")
+    tick(instance)
+    tick(instance)
+    assert any(settings.quarantine.rglob("*.reason.txt"))
+    assert _quarantine_reason(settings, "alpha-e01", started) is None  # another series' e01
+    reason = _quarantine_reason(settings, "beta-e01", started)
+    assert reason and "not a video or audio container" in reason
