@@ -4,7 +4,10 @@ Layout: ``storage/<asset>/<episode key>/CURRENT`` names the live version
 folder ``v-<id>/`` holding ``value.json.enc`` and one ``<n>.enc`` per media
 file. A new version is written beside the old one and ``CURRENT`` is
 replaced atomically, so a killed run leaves the old artifact or the new one,
-never half of one. Media files are streamed through encryption in chunks,
+never half of one: every file of the version is fsynced before ``CURRENT``
+flips, and the version ``CURRENT`` named before stays on disk beside the new
+one (older ones are removed), so a step that resolved it just before the flip
+still reads a whole artifact. Media files are streamed through encryption in chunks,
 never read whole; downstream steps get temporary plaintext copies that are
 removed when the step ends.
 """
@@ -21,12 +24,14 @@ from typing import Any
 import dagster as dg
 
 from dubbing_assets.core.crypto import (
+    atomic_output,
     cleanup_stale_temporaries,
     decrypt_bytes,
     decrypt_file,
     encrypt_bytes,
     encrypt_file,
 )
+from dubbing_assets.core.crypto.files import fsync_dir
 from dubbing_assets.core.fsutil import atomic_write_text
 from dubbing_assets.core.model import MediaHandle
 from dubbing_assets.core.safepath import safe_join
@@ -87,20 +92,23 @@ class EncryptedIOManager(dg.ConfigurableIOManager):
         ring = keyring_from_settings(settings)
         target = self._partition_dir(context)
         target.mkdir(parents=True, exist_ok=True)
+        current = target / "CURRENT"
+        previous = current.read_text().strip() if current.exists() else None
         version = target / f"v-{uuid.uuid4().hex[:12]}"
         version.mkdir()
         files: list[dict[str, Any]] = []
         try:
-            value = self._encrypt_media(obj, version, ring, files)
+            value = self._encrypt_media(obj, version, ring, files)  # each file fsynced as it is written
             blob = encrypt_bytes(json.dumps(value, sort_keys=True).encode("utf-8"), ring)
-            value_path = version / "value.json.enc"
-            value_path.write_bytes(blob)
-            atomic_write_text(target / "CURRENT", version.name)
+            with atomic_output(version / "value.json.enc") as out:  # fsynced, and the folder too
+                out.write(blob)
+            atomic_write_text(current, version.name)
+            fsync_dir(target)
         except BaseException:
             shutil.rmtree(version, ignore_errors=True)
             raise
         for old in target.glob("v-*"):
-            if old != version:
+            if old.name not in (version.name, previous):
                 shutil.rmtree(old, ignore_errors=True)
         total = sum(f["plaintext_size"] for f in files)
         meta: dict[str, Any] = {
@@ -140,8 +148,14 @@ class EncryptedIOManager(dg.ConfigurableIOManager):
                 f"No stored artifact for {context.asset_key.to_user_string()} partition "
                 f"{context.asset_partition_key if context.has_asset_partitions else ''}: materialize it first."
             )
-        version = safe_join(target, current.read_text().strip())
-        value = json.loads(decrypt_bytes((version / "value.json.enc").read_bytes(), ring))
+        for attempt in range(3):  # a writer flipped CURRENT and removed what it named two versions ago
+            version = safe_join(target, current.read_text().strip())
+            try:
+                value = json.loads(decrypt_bytes((version / "value.json.enc").read_bytes(), ring))
+                break
+            except FileNotFoundError:
+                if attempt == 2:
+                    raise
         tmp_root = settings.tmp
         tmp_root.mkdir(parents=True, exist_ok=True, mode=0o700)
         cleanup_stale_temporaries(tmp_root)

@@ -77,6 +77,28 @@ def test_failed_write_keeps_previous_version(dubbing_env: Path) -> None:
     assert sorted(p.name for p in storage.iterdir() if p.name.startswith("v-")) == [before]
 
 
+def test_the_version_current_named_before_stays_readable(dubbing_env: Path) -> None:
+    """Issue 14 item 9: a write deleted every other version the moment CURRENT flipped, so a reader that
+    had resolved the old one a moment before got FileNotFoundError."""
+    from dubbing_assets.core.crypto import decrypt_bytes
+    from dubbing_assets.orchestration.resources import keyring_from_settings
+
+    instance = _instance("show-e03")
+    storage = load_settings().storage / "producer" / "show-e03"
+    names = []
+    for payload in (b"v1", b"v2", b"v3"):
+        assert dg.materialize([_assets(payload)[0]], partition_key="show-e03", instance=instance,
+                              resources={"io_manager": EncryptedIOManager()}).success
+        names.append((storage / "CURRENT").read_text().strip())
+        if len(names) == 2:  # what a reader holding the first version still finds
+            ring = keyring_from_settings(load_settings())
+            old = storage / names[0]
+            assert decrypt_bytes((old / "value.json.enc").read_bytes(), ring)
+            assert any(old.glob("[0-9]*.enc"))
+    kept = sorted(p.name for p in storage.iterdir() if p.name.startswith("v-"))
+    assert kept == sorted(names[1:]), "the current and the previous version are kept, older ones removed"
+
+
 @pytest.mark.parametrize("key", ["../escape", "a/b", "UPPER", "x" * 200])
 def test_hostile_partition_keys_are_refused(dubbing_env: Path, key: str) -> None:
     instance = _instance(key)
