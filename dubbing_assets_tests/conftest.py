@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from dubbing_assets.core.crypto import Keyring
+
 DATA = Path(__file__).parent / "data"
 MEDIA = DATA / "media"
 
@@ -23,6 +25,8 @@ def dubbing_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for var in ("DUBBING_INBOX", "DUBBING_OUTPUT", "DUBBING_STORAGE", "DUBBING_KEYRING", "DUBBING_LOG_DIR",
                 "DUBBING_CACHE", "DUBBING_KEY"):
         monkeypatch.delenv(var, raising=False)
+    # what `dubbing instance init` does first: runs never create a keyring themselves
+    Keyring.create(home / "keys" / "keyring.json")
     return home
 
 

@@ -5,7 +5,6 @@ step starts, so one code location serves every deployment.
 """
 
 
-import os
 import shutil
 import tempfile
 from functools import cached_property
@@ -14,7 +13,7 @@ from pathlib import Path
 import dagster as dg
 
 from dubbing_assets.core.crypto import TEMP_PREFIX as CRYPTO_TEMP_PREFIX
-from dubbing_assets.core.crypto import Keyring, cleanup_stale_temporaries
+from dubbing_assets.core.crypto import Keyring, cleanup_stale_temporaries, open_keyring
 from dubbing_assets.core.settings import Settings, load_settings
 
 #: Step scratch folders use the crypto layer's temp prefix, so the stale-temporaries sweep knows them.
@@ -22,16 +21,14 @@ TEMP_PREFIX = CRYPTO_TEMP_PREFIX
 
 
 def keyring_from_settings(settings: Settings) -> Keyring:
-    """The keyring file (created on first use), plus DUBBING_KEY if set.
+    """The keyring file plus DUBBING_KEY if set: the same resolver as the CLI (`open_keyring`).
 
-    DUBBING_KEY (standard base64 of 32 bytes) lets containers receive the key
-    as a secret instead of a file; it becomes the active key.
+    Never created here: a run that finds no keyring fails with a message naming the file and what to
+    run (`dubbing instance init`), instead of making a new keyring whose key nothing else knows (the
+    episode's other artifacts would then be unreadable). DUBBING_KEY alone (a container's mounted
+    secret) is enough without a file.
     """
-    ring = Keyring.load_or_create(settings.keyring)
-    env_key = os.environ.get("DUBBING_KEY", "").strip()
-    if env_key:
-        ring = Keyring.from_env_key(env_key, base=ring)
-    return ring
+    return open_keyring(settings.keyring)
 
 
 class DubbingResource(dg.ConfigurableResource):

@@ -10,6 +10,7 @@ from typing import Any
 
 import dagster as dg
 
+from dubbing_assets.core.crypto import Keyring
 from dubbing_assets.core.inbox import write_episode_record
 from dubbing_assets.core.settings import load_settings
 from dubbing_assets_tests.conftest import MEDIA
@@ -27,6 +28,8 @@ def prepare_episode(home: Path, *, clip: str | Path = "ja_two_speakers.mkv", ser
     os.environ["DAGSTER_HOME"] = str(home / "dagster_home")
     (home / "dagster_home").mkdir(parents=True, exist_ok=True)
     settings = load_settings().ensure()
+    if not settings.keyring.exists():  # what `dubbing instance init` does: runs never create one
+        Keyring.create(settings.keyring)
     folder = settings.inbox / series
     folder.mkdir(parents=True, exist_ok=True)
     suffix = Path(clip).suffix

@@ -127,3 +127,29 @@ def test_media_is_decrypted_only_when_a_step_opens_it(dubbing_env: Path) -> None
     result = dg.materialize([producer, reader], partition_key="show-e03", instance=instance,
                             resources={"io_manager": EncryptedIOManager()})
     assert result.success
+
+
+def test_a_run_without_its_keyring_fails_clearly_and_creates_none(dubbing_env: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 14 item 10: every step called load_or_create, so a keyring that went missing (a volume not
+    mounted, a wrong DUBBING_HOME) was silently replaced by a new one, and the episode's earlier
+    artifacts were unreadable from then on."""
+    import base64
+    import os
+
+    keyring = load_settings().keyring
+    keyring.unlink()
+    instance = _instance("show-e04")
+    result = dg.materialize([_assets(b"v1")[0]], partition_key="show-e04", instance=instance,
+                            resources={"io_manager": EncryptedIOManager()}, raise_on_error=False)
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    message = str(failure.step_failure_data.error)
+    assert "no keyring here" in message and "dubbing keys init" in message and str(keyring) in message
+    assert not keyring.exists(), "a run must never create the keyring"
+
+    # a container's mounted secret alone is enough, and still writes no keyring file
+    monkeypatch.setenv("DUBBING_KEY", base64.b64encode(os.urandom(32)).decode())
+    assert dg.materialize([_assets(b"v1")[0]], partition_key="show-e04", instance=instance,
+                          resources={"io_manager": EncryptedIOManager()}).success
+    assert not keyring.exists()
