@@ -15,6 +15,7 @@ contains key material: keys are shown by id and fingerprint only.
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import hashlib
 import json
@@ -29,6 +30,7 @@ from dubbing_assets.core.crypto import (
     FORMAT_LEGACY_CHUNKED,
     FORMAT_LEGACY_STORE,
     FORMAT_NEW,
+    TEMP_PREFIX,
     CryptoError,
     FileInfo,
     Keyring,
@@ -93,6 +95,42 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _uses_key(path: Path, key_id: str, ring: Keyring) -> bool:
+    """Whether `path` needs `key_id`: its header names it, or (a legacy file, which names none) it
+    decrypts with that key."""
+    info = inspect_file(path)
+    if info.key_id is not None:
+        return info.key_id == key_id
+    try:
+        verify_file(path, Keyring.from_env_key(base64.b64encode(ring.get(key_id)).decode(), key_id))
+        return True
+    except CryptoError:
+        return False
+
+
+def cmd_keys_retire(args: argparse.Namespace) -> int:
+    path = _keyring_path(args)
+    settings = load_settings()
+    folders = [Path(p) for p in args.scan] if args.scan else [settings.storage, settings.cache]
+    with Keyring.editing(path) as ring:
+        if args.key_id == ring.active_id:
+            ring.retire(args.key_id)  # refused, with what to do instead, before any scan
+        ring.get(args.key_id)  # an unknown id: say so before scanning
+        users: list[Path] = []
+        for folder in folders:
+            if folder.is_dir():
+                files, _ = _encrypted_files(folder)
+                users += [f for f in files if _uses_key(f, args.key_id, ring)]
+        if users:
+            shown = ", ".join(str(u) for u in users[:3]) + (" ..." if len(users) > 3 else "")
+            raise KeyringError(f"key {args.key_id} still encrypts {len(users)} file(s) ({shown}); re-key them "
+                               f"first: `dubbing migrate --rekey {' '.join(str(f) for f in folders)}`.", path=path)
+        ring.retire(args.key_id)
+    print(f"retired key {args.key_id}: no file under {', '.join(str(f) for f in folders)} uses it; "
+          f"{len(ring)} key(s) left in {path}")
+    return 0
+
+
 def cmd_keys_import(args: argparse.Namespace) -> int:
     path = _keyring_path(args)
     data = Path(args.file).read_bytes()
@@ -136,6 +174,24 @@ def _same_file(before: os.stat_result, path: Path) -> bool:
 
 def _migrate_chunked(path: Path, ring: Keyring) -> str:
     """Legacy chunked file -> new format, in place, replaced only once the new file verifies."""
+    old, again = _reencrypt(path, ring)
+    return (f"{path}: migrated {old.format} -> {FORMAT_NEW} (key {again.key_id}), "
+            f"{again.plaintext_size} bytes, sha256 {again.sha256}")
+
+
+def _rekey(path: Path, ring: Keyring) -> str:
+    """A current-format file under an older key -> the active key, in place, once the new file verifies.
+
+    A character store is re-keyed under its own lock, so a run updating it meanwhile is not lost."""
+    lock = store_lock(path) if path.suffix == ".chars" else contextlib.nullcontext()
+    with lock:
+        old, again = _reencrypt(path, ring)
+    return (f"{path}: re-keyed {old.key_id} -> {again.key_id}, {again.plaintext_size} bytes, "
+            f"sha256 {again.sha256}")
+
+
+def _reencrypt(path: Path, ring: Keyring) -> tuple[FileInfo, FileInfo]:
+    """Decrypt, encrypt with the active key, verify, replace: (the old file's info, the new one's)."""
     before = path.stat()
     plain = plaintext_tempfile(private_tmp_dir())
     check = plaintext_tempfile(private_tmp_dir())
@@ -157,8 +213,7 @@ def _migrate_chunked(path: Path, ring: Keyring) -> str:
         fsync_dir(path.parent)
     finally:
         _unlink(plain, check, staged)
-    return (f"{path}: migrated {old.format} -> {FORMAT_NEW} (key {again.key_id}), "
-            f"{again.plaintext_size} bytes, sha256 {again.sha256}")
+    return old, again
 
 
 def _migrate_store(path: Path, ring: Keyring) -> str:
@@ -193,10 +248,13 @@ def _migrate_store(path: Path, ring: Keyring) -> str:
             f"{again.plaintext_size} bytes, sha256 {again.sha256}{note}")
 
 
-def migrate_path(path: Path, ring: Keyring) -> str:
-    """Migrate one file to the new format; returns the line to print (raises on failure)."""
+def migrate_path(path: Path, ring: Keyring, *, rekey: bool = False) -> str:
+    """Migrate one file to the new format (with `rekey`, also off a key that is not the active one);
+    returns the line to print (raises on failure)."""
     header = inspect_file(path)
     if header.format == FORMAT_NEW:
+        if rekey and header.key_id != ring.active_id:
+            return _rekey(path, ring)
         try:
             info = verify_file(path, ring)
         except CryptoError as exc:
@@ -208,15 +266,40 @@ def migrate_path(path: Path, ring: Keyring) -> str:
     return _migrate_store(path, ring)
 
 
+def _encrypted_files(folder: Path) -> tuple[list[Path], int]:
+    """(files under `folder` in one of our encrypted formats, how many others were passed over)."""
+    found, other = [], 0
+    for dirpath, _dirs, files in os.walk(folder):
+        for name in sorted(files):
+            path = Path(dirpath) / name
+            if path.is_symlink() or name.startswith(TEMP_PREFIX):
+                continue
+            try:
+                inspect_file(path)
+                found.append(path)
+            except (DubbingError, OSError):
+                other += 1  # a deliverable, a manifest, a lock: not encrypted, nothing to migrate
+    return found, other
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     ring = open_keyring(_keyring_path(args))
     failed = 0
+    paths: list[Path] = []
     for name in args.paths:
         path = Path(name)
+        if path.is_dir() and args.rekey:
+            files, other = _encrypted_files(path)
+            print(f"{path}: {len(files)} encrypted files ({other} other files passed over)", flush=True)
+            paths += files
+        else:
+            paths.append(path)
+    for path in paths:
         try:
             if path.is_dir():
-                raise DubbingError(f"{path} is a folder; give the files to migrate (e.g. with find).")
-            print(migrate_path(path, ring), flush=True)
+                raise DubbingError(f"{path} is a folder; give the files to migrate (e.g. with find), or use "
+                                   "--rekey, which walks folders.")
+            print(migrate_path(path, ring, rekey=args.rekey), flush=True)
         except DubbingError as exc:
             failed += 1
             print(f"error: {exc}", file=sys.stderr, flush=True)
@@ -224,7 +307,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
             failed += 1
             print(f"error: {path}: {exc.strerror or exc}", file=sys.stderr, flush=True)
     if failed:
-        print(f"error: {failed} of {len(args.paths)} file(s) failed; the others were migrated or already "
+        print(f"error: {failed} of {len(paths)} file(s) failed; the others were migrated or already "
               "current. Failed files were left as they were.", file=sys.stderr)
     return 1 if failed else 0
 
@@ -242,6 +325,11 @@ def _add_keys(sub: argparse._SubParsersAction) -> None:
                     ).set_defaults(handler="keys rotate")
     ksub.add_parser("list", help="list key ids and fingerprints (never the keys)"
                     ).set_defaults(handler="keys list")
+    ret = ksub.add_parser("retire", help="remove a key no encrypted file uses any more")
+    ret.add_argument("key_id")
+    ret.add_argument("--scan", nargs="*", default=None, metavar="PATH",
+                     help="folders to check for files under the key (default: DUBBING_STORAGE and DUBBING_CACHE)")
+    ret.set_defaults(handler="keys retire")
     imp = ksub.add_parser("import", help="add an existing key file (standard base64 of 32 bytes)")
     imp.add_argument("file", help="key file, e.g. the previous system's key.b64")
     imp.add_argument("--id", help="key id to store it under (default: derived from its fingerprint)")
@@ -261,7 +349,10 @@ def _add_migrate(sub: argparse._SubParsersAction) -> None:
                          description="Each file is decrypted, re-encrypted with the active key, verified, "
                                      "and only then replaces the original. Files already current are left "
                                      "alone.")
-    mig.add_argument("paths", nargs="+", metavar="PATH", help="files to migrate")
+    mig.add_argument("paths", nargs="+", metavar="PATH", help="files to migrate (with --rekey, also folders)")
+    mig.add_argument("--rekey", action="store_true",
+                     help="also re-encrypt current-format files under a key that is not the active one, so the "
+                          "old key can be retired; folders are walked")
     mig.set_defaults(handler="migrate")
 
 
@@ -290,6 +381,7 @@ HANDLERS: dict[str, Handler] = {
     "keys rotate": cmd_keys_rotate,
     "keys list": cmd_keys_list,
     "keys import": cmd_keys_import,
+    "keys retire": cmd_keys_retire,
     "decrypt": cmd_decrypt,
     "migrate": cmd_migrate,
 }

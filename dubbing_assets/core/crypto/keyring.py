@@ -266,6 +266,17 @@ class Keyring:
         self._maybe_save()
         return kid
 
+    def retire(self, key_id: str) -> None:
+        """Remove a key that no file uses any more (the caller checks that); never the active one. Saves."""
+        self.get(key_id)  # UnknownKeyIdError naming it
+        if key_id == self._active:
+            raise KeyringError(f"{key_id} is the active key; rotate first (`dubbing keys rotate`), re-key the "
+                               "files (`dubbing migrate --rekey`), then retire it.", path=self.path)
+        if self._entries[key_id].source != "file":
+            raise KeyringError(f"{key_id} comes from DUBBING_KEY, not from the keyring file.", path=self.path)
+        del self._entries[key_id]
+        self._maybe_save()
+
     def with_env_key(self, b64: str, key_id: str | None = None) -> Keyring:
         """A detached copy (never saved) in which the key from ``DUBBING_KEY`` is added and active."""
         key = parse_key(b64)
