@@ -46,6 +46,7 @@ from dubbing_assets.core.crypto import (
 from dubbing_assets.core.crypto.errors import KeyringError
 from dubbing_assets.core.crypto.files import fsync_dir
 from dubbing_assets.core.crypto.keyring import ENV_KEY_VAR, fingerprint
+from dubbing_assets.core.crypto.legacy import parse_file_header
 from dubbing_assets.core.settings import load_settings, private_tmp_dir
 from dubbing_assets.errors import DubbingError
 
@@ -172,11 +173,42 @@ def _same_file(before: os.stat_result, path: Path) -> bool:
             == (after.st_ino, after.st_size, after.st_mtime_ns))
 
 
+MIGRATION_LOG = "migrations.jsonl"
+
+
+def _log_migration(path: Path, old: FileInfo, new: FileInfo, **extra: object) -> str:
+    """Append what a legacy migration produced to DUBBING_LOG_DIR/migrations.jsonl (0600); returns a note.
+
+    The legacy chunked layout marks no final chunk, so a file cut exactly at a chunk boundary decrypts,
+    silently short, and no reader can tell. The length and digest the migration produced are the
+    record to check it against (the source, a manifest, another copy) after the legacy file is gone.
+    """
+    import time
+
+    entry = {"when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "path": str(path.resolve()), "from": old.format,
+             "to": new.format, "key_id": new.key_id, "plaintext_bytes": new.plaintext_size, "sha256": new.sha256,
+             **extra}
+    log = load_settings().log_dir / MIGRATION_LOG
+    log.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    with os.fdopen(fd, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(entry, sort_keys=True) + "\n")
+    if extra.get("may_be_cut"):
+        return (f"; it ends on a chunk boundary, which the legacy layout cannot tell from a cut: compare "
+                f"{new.plaintext_size} bytes / sha256 {new.sha256[:16]} with the source (logged in {log})")
+    return f"; logged in {log}"
+
+
 def _migrate_chunked(path: Path, ring: Keyring) -> str:
     """Legacy chunked file -> new format, in place, replaced only once the new file verifies."""
+    with path.open("rb") as fh:
+        chunk_size = parse_file_header(fh, path=path).chunk_size
     old, again = _reencrypt(path, ring)
+    note = _log_migration(path, old, again, chunk_size=chunk_size,
+                          chunks=max(1, -(-again.plaintext_size // chunk_size)),
+                          may_be_cut=again.plaintext_size > 0 and again.plaintext_size % chunk_size == 0)
     return (f"{path}: migrated {old.format} -> {FORMAT_NEW} (key {again.key_id}), "
-            f"{again.plaintext_size} bytes, sha256 {again.sha256}")
+            f"{again.plaintext_size} bytes, sha256 {again.sha256}{note}")
 
 
 def _rekey(path: Path, ring: Keyring) -> str:
@@ -242,8 +274,11 @@ def _migrate_store(path: Path, ring: Keyring) -> str:
             fsync_dir(path.parent)
         finally:
             _unlink(staged)
-    same = hashlib.sha256(legacy_payload).hexdigest() == again.sha256
-    note = "" if same else " (payload re-serialised; same characters)"
+    legacy_sha = hashlib.sha256(legacy_payload).hexdigest()
+    note = "" if legacy_sha == again.sha256 else " (payload re-serialised; same characters)"
+    legacy = FileInfo(FORMAT_LEGACY_STORE, 0, None, len(legacy_payload), legacy_sha)
+    note += _log_migration(path, legacy, again, legacy_plaintext_bytes=len(legacy_payload),
+                           legacy_sha256=legacy_sha)
     return (f"{path}: migrated {FORMAT_LEGACY_STORE} -> {FORMAT_NEW} (key {again.key_id}), "
             f"{again.plaintext_size} bytes, sha256 {again.sha256}{note}")
 

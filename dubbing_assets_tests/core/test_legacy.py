@@ -248,3 +248,26 @@ def test_legacy_key_file_import_is_idempotent(legacy_ring: Keyring, keyring_path
     assert keyring_path.read_bytes() == before
     assert len(Keyring.load(keyring_path)) == 2
     assert os.stat(keyring_path).st_mode & 0o777 == 0o600
+
+
+def test_a_legacy_file_cut_at_a_chunk_boundary_is_logged_with_what_migrate_produced(
+        legacy_ring: Keyring, legacy_inputs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 14 item 13: the legacy layout marks no final chunk, so a file cut exactly after a whole chunk
+    decrypts, silently short; the migration must record the length and digest it produced."""
+    entry = ENTRIES["multichunk_c4096.enc"]
+    cut = legacy_inputs / "cut.enc"
+    whole = (legacy_inputs / "multichunk_c4096.enc").read_bytes()
+    cut.write_bytes(whole[: 20 + 2 * (entry["chunk_size"] + 16)])  # the header and two of three chunks
+    capsys.readouterr()
+    assert main(["migrate", str(cut), str(legacy_inputs / "multichunk_c4096.enc")]) == 0
+    out = capsys.readouterr().out
+    assert "ends on a chunk boundary" in out.splitlines()[0] and "ends on" not in out.splitlines()[1]
+    log = tmp_path / "home" / "logs" / "migrations.jsonl"
+    assert (log.stat().st_mode & 0o777) == 0o600
+    short, full = [json.loads(line) for line in log.read_text().splitlines()]
+    expected = expected_plaintext(entry)
+    assert short["path"] == str(cut.resolve()) and short["plaintext_bytes"] == 2 * entry["chunk_size"]
+    assert short["sha256"] == hashlib.sha256(expected[: 2 * entry["chunk_size"]]).hexdigest()
+    assert short["may_be_cut"] is True and short["chunks"] == 2 and short["from"] == FORMAT_LEGACY_CHUNKED
+    assert full["plaintext_bytes"] == entry["plaintext_length"] and full["sha256"] == entry["plaintext_sha256"]
+    assert full["may_be_cut"] is False
