@@ -51,6 +51,7 @@ from dubbing_assets_tests.e2e_helpers import REPO, free_port, graphql, wait_unti
 pytestmark = [pytest.mark.docker, pytest.mark.required, pytest.mark.timeout(2400)]
 
 SAMPLE = REPO / "dubbing_assets_tests" / "data" / "media" / "ja_two_speakers.mkv"
+HIGH_SAMPLE = REPO / "dubbing_assets_tests" / "data" / "media" / "en_monologue.mp4"
 LABEL = "dubbing_assets.test"
 BUILD_LABEL = "dubbing_assets.build"
 BASE_INCLUDE = "python3,python3-venv,ca-certificates"
@@ -340,6 +341,8 @@ class Deployment:
         self.containers: dict[str, str] = {}
         self.ports = {"pg": free_port(), "grpc": free_port(), "web": free_port()}
         self.followers: list[subprocess.Popen] = []
+        # the gpu lane's image: a second name of the CPU image (this host has no CUDA image), removed after
+        self.gpu_image = f"dubtest-gpu-lane:{self.id}"
 
     def run(self, name: str, image: str, *args: str, env: dict[str, str] | None = None,
             mounts: list[str] = (), command: list[str] = ()) -> str:
@@ -376,14 +379,22 @@ class Deployment:
             docker("rm", "-f", "-v", *ids, check=False, timeout=300)
         for volume in self.volumes.values():
             docker("volume", "rm", "-f", volume, check=False, timeout=120)
+        docker("image", "rm", self.gpu_image, check=False, timeout=120)  # only the name: the image stays
         left = docker("ps", "-aq", "--filter", f"label={LABEL}={self.id}", check=False).stdout.split()
         assert not left, f"containers left behind: {left}"
 
 
 def _instance_yaml(dep: Deployment) -> str:
-    """docker/dagster.yaml with the test's volume names, host networking and a cleanup label."""
-    config = yaml.safe_load((REPO / "docker" / "dagster.yaml").read_text())
+    """docker/dagster.gpu.yaml (the mixed fleet) with the test's volume names, host networking and a label.
+
+    The gpu lane's `device_requests` are left out: this host has no NVIDIA runtime, and dockerd refuses
+    to create a container that asks for one. Its image (DUBBING_GPU_IMAGE) is a second name of the CPU
+    image, so the test sees which image each lane's run was started from.
+    """
+    config = yaml.safe_load((REPO / "docker" / "dagster.gpu.yaml").read_text())
     launcher = config["run_launcher"]["config"]
+    gpu_kwargs = launcher["lanes"]["gpu"].pop("container_kwargs")
+    assert set(gpu_kwargs) == {"device_requests"}, gpu_kwargs
     launcher["network"] = "host"
     names = {"dubbing_home": dep.volumes["home"], "dagster_storage": dep.volumes["storage"],
              "dubbing_secrets": dep.volumes["secrets"]}
@@ -441,6 +452,48 @@ print(json.dumps(ids))
 """
 
 
+def _run_container(run_id: str) -> dict[str, Any] | None:
+    ids = docker("ps", "-aq", "--filter", f"label=dagster/run_id={run_id}").stdout.split()
+    return json.loads(docker("inspect", ids[0]).stdout)[0] if ids else None
+
+
+def _run_diagnostics(dep: Deployment, run_id: str) -> str:
+    run_log = dep.root / f"run-{run_id[:8]}.log"
+    logs = "\n".join(run_log.read_text(errors="replace").splitlines()[-150:]) if run_log.exists() else ""
+    failures = []
+    for (event,) in _pg_query(dep, "SELECT event FROM event_logs WHERE run_id = %s AND dagster_event_type IN "
+                                   "('STEP_FAILURE', 'RUN_FAILURE') ORDER BY id", run_id):
+        entry = json.loads(event)
+        data = (entry.get("dagster_event") or {}).get("event_specific_data") or {}
+        error = data.get("error") or {}
+        chain = []
+        while error:
+            chain.append(f"{error.get('cls_name')}: {error.get('message', '').strip()}\n"
+                         + "".join(error.get("stack") or [])[-3000:])
+            error = (error.get("cause") or error.get("context") or {})
+        failures.append(f"{entry.get('step_key')}: {entry.get('user_message', '')[:500]}\n" + "\n".join(chain))
+    return f"{dep.diagnostics()}\n--- run container ---\n{logs}\n--- failures ---\n" + "\n".join(failures)
+
+
+def _follow_run(dep: Deployment, run_id: str, alive: list, t_drop: float) -> tuple[dict[str, Any], str, float]:
+    """Wait for the run's container, follow its output, wait for the run to end: (container, status, seconds)."""
+    run_attrs = wait_until("the run container", lambda: _run_container(run_id), 300, interval=1, alive=alive,
+                           on_fail=lambda: _run_diagnostics(dep, run_id))
+    log(f"run container {run_attrs['Name']} from {run_attrs['Config']['Image']}")
+    # the container removes itself when the run ends: follow its output into a file for diagnostics
+    with (dep.root / f"run-{run_id[:8]}.log").open("wb") as out:
+        follower = subprocess.Popen(["docker", "logs", "-f", run_attrs["Id"]], stdout=out, stderr=subprocess.STDOUT)
+    dep.followers.append(follower)
+
+    def finished() -> str | None:
+        status = _pg_query(dep, "SELECT status FROM runs WHERE run_id = %s", run_id)[0][0]
+        return status if status in ("SUCCESS", "FAILURE", "CANCELED") else None
+
+    status = wait_until("the run to finish", finished, 1200, interval=3, alive=alive,
+                        on_fail=lambda: _run_diagnostics(dep, run_id))
+    return run_attrs, status, time.monotonic() - t_drop
+
+
 def test_docker_deployment_dubs_the_sample(deployment: Deployment, images: dict[str, str]) -> None:
     from dubbing_assets.core.crypto.keyring import default_key_id
 
@@ -453,6 +506,7 @@ def test_docker_deployment_dubs_the_sample(deployment: Deployment, images: dict[
     (secrets / "dubbing_key").write_text(key_b64 + "\n")
     (secrets / "dubbing_key").chmod(0o600)
     (dep.root / "dagster.yaml").write_text(_instance_yaml(dep))
+    docker("tag", image, dep.gpu_image)
     (dep.root / "workspace.yaml").write_text(yaml.safe_dump({"load_from": [{"grpc_server": {
         "host": "127.0.0.1", "port": dep.ports["grpc"], "location_name": "dubbing_assets"}}]}))
     for name, volume in dep.volumes.items():
@@ -470,8 +524,8 @@ def test_docker_deployment_dubs_the_sample(deployment: Deployment, images: dict[
     env = {"DAGSTER_HOME": "/opt/dagster/dagster_home", "DAGSTER_PG_USERNAME": PG_USER,
            "DAGSTER_PG_PASSWORD": PG_PASSWORD, "DAGSTER_PG_DB": PG_DB, "DAGSTER_PG_HOST": "127.0.0.1",
            "DAGSTER_PG_PORT": str(dep.ports["pg"]), "DUBBING_HOME": "/data/dubbing", "DUBBING_RUN_IMAGE": image,
-           "DUBBING_DEVICE": "cpu", "DUBBING_TARGET_LANG": "en", "DUBBING_CONTAINER": "mkv",
-           "DUBBING_OWNER": "docker-tester", "DUBBING_MODELS_DIR": ""}
+           "DUBBING_GPU_IMAGE": dep.gpu_image, "DUBBING_DEVICE": "auto", "DUBBING_TARGET_LANG": "en",
+           "DUBBING_CONTAINER": "mkv", "DUBBING_OWNER": "docker-tester", "DUBBING_MODELS_DIR": ""}
     mounts = [f"{dep.root / 'dagster.yaml'}:/opt/dagster/dagster_home/dagster.yaml:ro",
               f"{dep.root / 'workspace.yaml'}:/opt/dubbing/docker/workspace.yaml:ro",
               f"{dep.volumes['home']}:/data/dubbing", f"{dep.volumes['storage']}:/opt/dagster/storage"]
@@ -510,43 +564,8 @@ def test_docker_deployment_dubs_the_sample(deployment: Deployment, images: dict[
                         300, interval=2, alive=alive, on_fail=dep.diagnostics)
     log(f"run {run_id[:8]} requested {time.monotonic() - t_drop:.0f}s after the drop")
 
-    def run_container() -> dict[str, Any] | None:
-        ids = docker("ps", "-aq", "--filter", f"label=dagster/run_id={run_id}").stdout.split()
-        return json.loads(docker("inspect", ids[0]).stdout)[0] if ids else None
-
-    run_attrs = wait_until("the run container", run_container, 300, interval=1, alive=alive,
-                           on_fail=dep.diagnostics)
-    log(f"run container {run_attrs['Name']} from {run_attrs['Config']['Image']}")
-    # the container removes itself when the run ends: follow its output into a file for diagnostics
-    run_log = dep.root / "run-container.log"
-    with run_log.open("wb") as out:
-        follower = subprocess.Popen(["docker", "logs", "-f", run_attrs["Id"]], stdout=out, stderr=subprocess.STDOUT)
-    dep.followers.append(follower)
-
-    def finished() -> str | None:
-        status = _pg_query(dep, "SELECT status FROM runs WHERE run_id = %s", run_id)[0][0]
-        return status if status in ("SUCCESS", "FAILURE", "CANCELED") else None
-
-    def run_diagnostics() -> str:
-        logs = "\n".join(run_log.read_text(errors="replace").splitlines()[-150:]) if run_log.exists() else ""
-        failures = []
-        for (event,) in _pg_query(dep, "SELECT event FROM event_logs WHERE run_id = %s AND dagster_event_type IN "
-                                       "('STEP_FAILURE', 'RUN_FAILURE') ORDER BY id", run_id):
-            entry = json.loads(event)
-            data = (entry.get("dagster_event") or {}).get("event_specific_data") or {}
-            error = data.get("error") or {}
-            chain = []
-            while error:
-                chain.append(f"{error.get('cls_name')}: {error.get('message', '').strip()}\n"
-                             + "".join(error.get("stack") or [])[-3000:])
-                error = (error.get("cause") or error.get("context") or {})
-            failures.append(f"{entry.get('step_key')}: {entry.get('user_message', '')[:500]}\n" + "\n".join(chain))
-        return (f"{dep.diagnostics()}\n--- run container ---\n{logs}\n--- failures ---\n"
-                + "\n".join(failures))
-
-    status = wait_until("the run to finish", finished, 1200, interval=3, alive=alive, on_fail=run_diagnostics)
-    assert status == "SUCCESS", f"run {run_id} ended {status}\n{run_diagnostics()}"
-    delivered = time.monotonic() - t_drop
+    run_attrs, status, delivered = _follow_run(dep, run_id, alive, t_drop)
+    assert status == "SUCCESS", f"run {run_id} ended {status}\n{_run_diagnostics(dep, run_id)}"
     log(f"dubbed: drop to delivered in {delivered:.0f}s")
 
     # -- the run and its events in Postgres ---------------------------------------------------------
@@ -558,7 +577,10 @@ def test_docker_deployment_dubs_the_sample(deployment: Deployment, images: dict[
               DagsterEventType.ASSET_MATERIALIZATION}
     assert {kind.value for kind in wanted} <= kinds, kinds  # (stored as PIPELINE_START, ...)
     tags = dict(_pg_query(dep, "SELECT key, value FROM run_tags WHERE run_id = %s", run_id))
+    # the cpu lane: the code location's CPU image, no GPU, DUBBING_DEVICE=cpu from the lane
     assert tags.get("dubbing/lane") == "cpu" and tags.get("dagster/image") == image, tags
+    assert run_attrs["Config"]["Image"] == image and not run_attrs["HostConfig"].get("DeviceRequests")
+    assert "DUBBING_DEVICE=cpu" in run_attrs["Config"]["Env"], run_attrs["Config"]["Env"]
 
     # -- the MKV and manifest in the volume ---------------------------------------------------------
     found = dep.exec("code", "find", "/data/dubbing/library", "-type", "f").stdout.split()
@@ -586,13 +608,29 @@ def test_docker_deployment_dubs_the_sample(deployment: Deployment, images: dict[
     assert default_key_id(key) in key_ids, f"no artifact was encrypted with the mounted key: {key_ids}"
 
     # -- the run container is gone ------------------------------------------------------------------
-    wait_until("the run container to be removed", lambda: run_container() is None, 120, interval=2)
+    wait_until("the run container to be removed", lambda: _run_container(run_id) is None, 120, interval=2)
 
     # -- the webserver knows the run ------------------------------------------------------------------
     data = graphql(web, "query($id: ID!) { runOrError(runId: $id) { __typename ... on Run { status tags "
                         "{ key value } } } }", {"id": run_id})
     assert data["runOrError"]["__typename"] == "Run" and data["runOrError"]["status"] == "SUCCESS", data
-    log(f"checked in {time.monotonic() - t0:.0f}s (drop to delivered {delivered:.0f}s)")
+
+    # -- a high-mode episode takes the gpu lane, and so the gpu lane's image --------------------------
+    t_high = time.monotonic()
+    docker("cp", str(HIGH_SAMPLE), f"{dep.containers['code']}:/data/dubbing/{HIGH_SAMPLE.name}")
+    dep.exec("code", "dubbing", "submit", f"/data/dubbing/{HIGH_SAMPLE.name}", "--series", "beta-series",
+             "--episode", "e01", "--mode", "high", "--to", "en")
+    high_id = wait_until("the high-mode run in Postgres", lambda: (_pg_query(
+        dep, "SELECT run_id FROM runs WHERE run_id <> %s ORDER BY create_timestamp", run_id) or [[None]])[0][0],
+        300, interval=2, alive=alive, on_fail=dep.diagnostics)
+    high_attrs, status, high_delivered = _follow_run(dep, high_id, alive, t_high)
+    assert status == "SUCCESS", f"run {high_id} ended {status}\n{_run_diagnostics(dep, high_id)}"
+    tags = dict(_pg_query(dep, "SELECT key, value FROM run_tags WHERE run_id = %s", high_id))
+    assert tags.get("dubbing/lane") == "gpu" and tags.get("dagster/image") == dep.gpu_image, tags
+    assert high_attrs["Config"]["Image"] == dep.gpu_image, high_attrs["Config"]["Image"]
+    assert "DUBBING_DEVICE=auto" in high_attrs["Config"]["Env"], high_attrs["Config"]["Env"]
+    log(f"checked in {time.monotonic() - t0:.0f}s (drop to delivered {delivered:.0f}s; "
+        f"high mode in the gpu lane's image {high_delivered:.0f}s)")
 
 
 def test_nothing_left_behind(images: dict[str, str]) -> None:

@@ -24,7 +24,8 @@ REPO = Path(__file__).resolve().parent.parent
 DOCKER = REPO / "docker"
 SERVICES = ("postgres", "code", "webserver", "daemon")
 PG_ENV = {"DAGSTER_PG_USERNAME": "dagster", "DAGSTER_PG_PASSWORD": "secret", "DAGSTER_PG_HOST": "postgres",
-          "DAGSTER_PG_DB": "dagster", "DAGSTER_PG_PORT": "5432", "DUBBING_RUN_IMAGE": "dubbing-assets:cpu"}
+          "DAGSTER_PG_DB": "dagster", "DAGSTER_PG_PORT": "5432", "DUBBING_RUN_IMAGE": "dubbing-assets:cpu",
+          "DUBBING_GPU_IMAGE": "dubbing-assets:cuda"}
 
 
 def _yaml(name: str) -> dict[str, Any]:
@@ -141,10 +142,18 @@ def test_instance_config_passes_dagster_schemas(name: str, tmp_path: Path, pg_en
     assert result.value["postgres_db"]["scheme"] == "postgresql+psycopg2"
 
     launcher = config["run_launcher"]
-    assert (launcher["module"], launcher["class"]) == ("dagster_docker", "DockerRunLauncher")
-    result = process_config(DockerRunLauncher.config_type(), launcher["config"])
+    launcher_cls = DockerRunLauncher
+    if name == "dagster.gpu.yaml":  # the mixed fleet routes runs by lane
+        from dubbing_assets.orchestration.launcher import LaneDockerRunLauncher
+
+        assert (launcher["module"], launcher["class"]) == ("dubbing_assets.orchestration.launcher",
+                                                           "LaneDockerRunLauncher")
+        launcher_cls = LaneDockerRunLauncher
+    else:
+        assert (launcher["module"], launcher["class"]) == ("dagster_docker", "DockerRunLauncher")
+    result = process_config(launcher_cls.config_type(), launcher["config"])
     assert result.success, result.errors
-    DockerRunLauncher(**result.value)  # the launcher's own checks (no Docker needed to construct it)
+    launcher_cls(**result.value)  # the launcher's own checks (no Docker needed to construct it)
     kwargs = result.value["container_kwargs"]
     compose = _yaml("docker-compose.yaml")
     assert set(kwargs["volumes"]) <= set(compose["volumes"]), "run containers mount volumes compose lacks"
@@ -155,22 +164,26 @@ def test_instance_config_passes_dagster_schemas(name: str, tmp_path: Path, pg_en
     assert "DUBBING_KEY" not in result.value["env_vars"]
     assert kwargs["volumes"]["dubbing_secrets"] == {"bind": "/run/secrets", "mode": "ro"}
     assert kwargs["auto_remove"] is True  # finished run containers are removed
+    assert "device_requests" not in kwargs  # no GPU for every run: only the gpu lane's
     if name == "dagster.gpu.yaml":
         from docker.types import DeviceRequest
 
-        reqs = [DeviceRequest(**r) for r in kwargs["device_requests"]]
+        lanes = result.value["lanes"]
+        assert set(lanes) == {"cpu", "gpu"}
+        assert lanes["gpu"]["image"] == "dubbing-assets:cuda", lanes  # pg_env sets DUBBING_GPU_IMAGE
+        assert "device_requests" not in lanes["cpu"].get("container_kwargs", {})
+        gpu_kwargs = lanes["gpu"]["container_kwargs"]
+        reqs = [DeviceRequest(**r) for r in gpu_kwargs["device_requests"]]
         assert reqs[0]["Capabilities"] == [["gpu"]] and reqs[0]["Driver"] == "nvidia" and reqs[0]["Count"] == -1
-        # docker-py turns the launcher's container_kwargs into the Engine API's HostConfig as it would
+        # docker-py turns the gpu lane's container_kwargs into the Engine API's HostConfig as it would
         # for a real run container (no daemon needed): the GPUs are requested there
         from docker.models.containers import _create_container_args
 
         args = _create_container_args({"image": "dubbing-assets:cuda", "command": ["dagster"], "version": "1.41",
-                                       **kwargs})
+                                       **kwargs, **gpu_kwargs})
         host_config = args["host_config"]
         assert host_config["DeviceRequests"] == [{"Driver": "nvidia", "Count": -1, "DeviceIDs": [],
                                                   "Capabilities": [["gpu"]], "Options": {}}], host_config
-    else:
-        assert "device_requests" not in kwargs
 
     assert config["run_coordinator"]["class"] == "QueuedRunCoordinator"
     assert config["run_monitoring"]["enabled"] is True
@@ -182,9 +195,11 @@ def test_concurrency_matches_the_embedded_instance() -> None:
         assert _yaml(name)["concurrency"] == root["concurrency"], f"docker/{name} concurrency drifted"
 
 
-def test_gpu_variant_differs_only_by_device_requests() -> None:
+def test_gpu_variant_differs_only_by_the_lane_launcher() -> None:
     cpu, gpu = _yaml("dagster.yaml"), _yaml("dagster.gpu.yaml")
-    gpu["run_launcher"]["config"]["container_kwargs"].pop("device_requests")
+    launcher = gpu["run_launcher"]
+    launcher["module"], launcher["class"] = "dagster_docker", "DockerRunLauncher"
+    launcher["config"].pop("lanes")
     assert gpu == cpu
 
 
