@@ -10,6 +10,7 @@ block as the embedded instance; the workspace points at the code server.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -271,15 +272,17 @@ def test_k8s_lanes_volumes_and_key() -> None:
     assert tags["cpu"] == {}
 
 
-def test_k8s_config_passes_dagster_k8s_schemas(tmp_path: Path, pg_env: None) -> None:
-    """Where dagster-k8s is installed (it is not a project dependency): its schemas, and the Job it would build."""
-    pytest.importorskip("dagster_k8s", reason="dagster-k8s is not installed (not a project dependency)")
+def test_k8s_config_passes_dagster_k8s_schemas(tmp_path: Path, pg_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """dagster-k8s's schemas (the test extra installs it), and the Job it would build from the project's own
+    run tags with DUBBING_LANE_TAGS pointing at run-tags.yaml."""
     from dagster._config import process_config
     from dagster._core.instance.config import dagster_instance_config
     from dagster._core.storage.dagster_run import DagsterRun
     from dagster_k8s import K8sRunLauncher
     from dagster_k8s.container_context import K8sContainerContext
     from dagster_k8s.job import construct_dagster_k8s_job
+
+    from dubbing_assets.orchestration.tags import run_tags
 
     instance, tags = _k8s()
     shutil.copy(DOCKER / "k8s" / "dagster.yaml", tmp_path / "dagster.yaml")
@@ -293,9 +296,12 @@ def test_k8s_config_passes_dagster_k8s_schemas(tmp_path: Path, pg_env: None) -> 
         "contexts": [{"name": "x", "context": {"cluster": "x", "user": "x"}}], "users": [{"name": "x", "user": {}}]}))
     launcher = K8sRunLauncher(**{**result.value, "load_incluster_config": False, "kubeconfig_file": str(kubeconfig)})
 
+    monkeypatch.setenv("DUBBING_LANE_TAGS", str(DOCKER / "k8s" / "run-tags.yaml"))
+
     def pod(lane: str) -> dict[str, Any]:
-        run_tags = {"dubbing/lane": lane, **{k: json.dumps(v) for k, v in tags[lane].items()}}
-        run = DagsterRun(job_name="dub_low" if lane == "cpu" else "dub_high", run_id=f"run-{lane}", tags=run_tags)
+        tags_of_run = run_tags(mode="high" if lane == "gpu" else "low", owner="o", episode="s-e01")
+        assert tags_of_run["dubbing/lane"] == lane
+        run = DagsterRun(job_name="dub_low" if lane == "cpu" else "dub_high", run_id=f"run-{lane}", tags=tags_of_run)
         context = K8sContainerContext.create_for_run(run, launcher, include_run_tags=True)
         job = construct_dagster_k8s_job(context.get_k8s_job_config(None, launcher), ["dagster", "api", "execute_run"],
                                         f"dagster-run-{lane}", user_defined_k8s_config=context.run_k8s_config,
@@ -315,3 +321,31 @@ def test_k8s_config_passes_dagster_k8s_schemas(tmp_path: Path, pg_env: None) -> 
         env = {e["name"] for e in spec["containers"][0].get("env") or []}
         assert "DUBBING_KEY" not in env
         assert spec["containers"][0]["args"] == ["dagster", "api", "execute_run"]  # the image's entrypoint stays
+
+
+def test_lane_tags_reach_the_jobs_and_refuse_what_the_project_sets(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """DUBBING_LANE_TAGS: the gpu-lane job's default tags (UI launches, backfills) carry the k8s config too,
+    and a file that would override the project's own tags is refused."""
+    import subprocess
+    import sys
+
+    from dubbing_assets.errors import ConfigError
+    from dubbing_assets.orchestration.tags import lane_tags
+
+    env = {**os.environ, "DUBBING_LANE_TAGS": str(DOCKER / "k8s" / "run-tags.yaml")}
+    code = ("import json; from dubbing_assets.orchestration.jobs import dub_episode_high_job as g, "
+            "dub_episode_job as c; print(json.dumps([dict(g.tags), dict(c.tags)]))")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, check=True)
+    gpu, cpu = json.loads(out.stdout.strip().splitlines()[-1])
+    assert json.loads(gpu["dagster-k8s/config"])["container_config"]["image"] == "dubbing-assets:cuda"
+    assert "dagster-k8s/config" not in cpu and gpu["dubbing/lane"] == "gpu"
+
+    bad = tmp_path / "tags.yaml"
+    bad.write_text("gpu:\n  dubbing/lane: cpu\n")
+    monkeypatch.setenv("DUBBING_LANE_TAGS", str(bad))
+    with pytest.raises(ConfigError, match="which the project sets"):
+        lane_tags("gpu")
+    bad.write_text("gpu: [1, 2]\n")
+    with pytest.raises(ConfigError, match="mapping of lane"):
+        lane_tags("gpu")

@@ -46,6 +46,9 @@ VARIABLES: dict[str, tuple[str, str]] = {
         "2", "Sensor ticks in a row an inbox file must be seen unchanged (size, mtime) before it is taken."),
     "DUBBING_INBOX_SETTLE_S": (
         "10", "Seconds since an inbox file last changed before it is taken (an empty file: 10 minutes)."),
+    "DUBBING_LANE_TAGS": (
+        "(unset)", "YAML file of extra run tags per lane (Kubernetes: docker/k8s/run-tags.yaml, the gpu lane's "
+                   "`dagster-k8s/config`); read by the sensor and when the code location loads."),
     "DUBBING_METADATA_DIALOGUE": (
         "off", "`on` shows dialogue text (script, translation, QA lines) and lip-sync frames in Dagster's event "
                "metadata; off, they stay in the private library and encrypted storage only."),
