@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dubbing_assets.core.fsutil import file_sha256
+from dubbing_assets.core.fsutil import file_lock, file_sha256
 from dubbing_assets.core.inbox import MEDIA_EXTENSIONS, SIDECAR_EXTENSIONS, glob_escape, reserve_key
 from dubbing_assets.core.requests import (
     NORMAL_PRIORITY,
@@ -96,32 +96,46 @@ def cmd_submit(args: argparse.Namespace) -> int:
                                 series=series, episode=args.episode).validate()
     except ValueError as exc:  # an option out of range: say which, queue nothing
         raise ConfigError(str(exc)) from exc
-    # the sensor's key for this file, suffix included where another file of the series slugs alike
-    key = reserve_key(settings.state / "inbox.sqlite", series_slug, f"{series_slug}/{target_name}")
     folder = safe_join(settings.inbox, series_slug)
     folder.mkdir(parents=True, exist_ok=True)
     target = safe_join(folder, target_name)
-    if (target.exists() and submit_request_path(settings.requests, key).exists()
-            and file_sha256(target) != file_sha256(src)):
-        # Another file that slugs alike ("Ep 1.mkv" then "ep_1.mkv") is still waiting for the sensor:
-        # replacing it now would lose it before it was ever queued.
-        raise DubbingError(f"{series_slug}/{target_name} already holds a different file that the inbox sensor "
-                           f"has not queued yet; wait for it (`dubbing wait {key}`) or give this one another "
-                           "--episode.")
-    for sidecar in sorted(src.parent.glob(f"{glob_escape(src.stem)}.*")):
-        if sidecar.suffix.lower() in SIDECAR_EXTENSIONS and is_plain_file(sidecar):
-            rest = sidecar.name[len(src.stem):]
-            _copy_atomic(sidecar, safe_join(folder, Path(target_name).stem + slugify_suffix(rest)))
-            print(f"sidecar: {sidecar.name}")
-    _copy_atomic(src, target)
-    # Only now, with the file complete in the inbox: a failed copy leaves no request pending. The request
-    # names its file, so the sensor never applies it to another file that shares the key.
-    options.relpath, options.fingerprint = f"{series_slug}/{target_name}", file_sha256(target)
-    write_submit_request(settings.requests, key, options)
+    # One submit at a time decides and writes: two concurrent submits to one name would both pass the
+    # checks below and the later copy would silently replace the earlier file.
+    with file_lock(settings.state / "submit.lock"):
+        # the sensor's key for this file, suffix included where another file of the series slugs alike
+        key = reserve_key(settings.state / "inbox.sqlite", series_slug, f"{series_slug}/{target_name}")
+        if target.exists() and file_sha256(target) != file_sha256(src):
+            _check_replaceable(settings, key, target, options.owner, f"{series_slug}/{target_name}")
+        for sidecar in sorted(src.parent.glob(f"{glob_escape(src.stem)}.*")):
+            if sidecar.suffix.lower() in SIDECAR_EXTENSIONS and is_plain_file(sidecar):
+                rest = sidecar.name[len(src.stem):]
+                _copy_atomic(sidecar, safe_join(folder, Path(target_name).stem + slugify_suffix(rest)))
+                print(f"sidecar: {sidecar.name}")
+        _copy_atomic(src, target)
+        # Only now, with the file complete in the inbox: a failed copy leaves no request pending. The request
+        # names its file, so the sensor never applies it to another file that shares the key.
+        options.relpath, options.fingerprint = f"{series_slug}/{target_name}", file_sha256(target)
+        write_submit_request(settings.requests, key, options)
     print(f"submitted {src.name} as {series_slug}/{target_name} (owner {options.owner}, mode {options.mode}, "
           f"to {options.target_lang}); the inbox sensor will queue it")
     print(key)
     return 0
+
+
+def _check_replaceable(settings: Settings, key: str, target: Path, owner: str, relpath: str) -> None:
+    """A different file already sits where this one would go: only its owner's new version of an episode the
+    sensor has already queued may replace it (a revision); anything else would lose a file."""
+    if submit_request_path(settings.requests, key).exists():
+        # "Ep 1.mkv" then "ep_1.mkv": the first is still waiting for the sensor
+        raise DubbingError(f"{relpath} already holds a different file that the inbox sensor has not queued yet; "
+                           f"wait for it (`dubbing wait {key}`) or give this one another --episode.")
+    record = _record(settings, key)
+    if record is None or record.get("fingerprint") != file_sha256(target):
+        raise DubbingError(f"{relpath} already holds a different file that the inbox sensor has not queued yet "
+                           "(dropped in directly); wait for it or give this one another --episode.")
+    if record.get("owner") != owner:
+        raise DubbingError(f"{relpath} is {record.get('owner')!r}'s episode {key}; only its owner submits a new "
+                           "version of it. Give this one another --episode (or --series).")
 
 
 def _submitting_owner(settings: Settings, owner: str | None, priority: int) -> str:

@@ -50,3 +50,18 @@ def test_bad_input_fails_at_source_media(tmp_path: Path, make, expect: str) -> N
     assert stored == [], f"nothing may be written after a failed validation: {stored}"
     assert not list(settings.output.rglob("*.mkv"))
     shutil.rmtree(settings.home / "tmp", ignore_errors=True)
+
+
+def test_a_file_replaced_after_its_run_was_queued_is_not_dubbed_as_that_run(tmp_path: Path) -> None:
+    """Issue 14: a new version landing between the sensor's request and the run was dubbed with the old
+    request's run key and options; the run must refuse it (the new version gets its own run)."""
+    instance, key = prepare_episode(tmp_path / "home", clip="en_monologue.mp4", episode="e10")
+    target = load_settings().inbox / "alpha-series" / "e10.mp4"
+    with target.open("ab") as fh:  # another valid file: the same clip with other bytes at the end
+        fh.write(b"\0" * 64)
+    result = run_stages(instance, key)
+    assert not result.success
+    (failure,) = step_failures(result)
+    assert "changed after this run was queued" in failure, failure
+    assert not list(load_settings().output.rglob("*.mkv"))
+    shutil.rmtree(load_settings().home / "tmp", ignore_errors=True)

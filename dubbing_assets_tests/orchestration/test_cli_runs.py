@@ -190,3 +190,29 @@ def test_submit_owner_is_the_os_user_unless_an_operator_names_one(dubbing_env: P
     assert options.owner == "mallory" and options.priority == 50
     assert main(["submit", str(src), "--series", "show", "--priority", "1000000"]) != 0  # bounded for all
     assert "priority" in capsys.readouterr().err
+
+
+def test_submit_replaces_only_its_owners_queued_episode(dubbing_env: Path, tmp_path: Path, capsys) -> None:
+    """Issue 14 items 2-3: another owner's file that slugs alike was replaced once the first was queued, so
+    the first owner's episode was dubbed from the second owner's bytes (or not at all)."""
+    from dubbing_assets.core.fsutil import file_sha256
+    from dubbing_assets.core.requests import archive, submit_request_path
+
+    first, second = tmp_path / "a" / "Ep 1.mp4", tmp_path / "b" / "ep_1.mp4"
+    for path, tail in ((first, b""), (second, b"\0" * 64)):
+        path.parent.mkdir()
+        path.write_bytes((MEDIA / "en_monologue.mp4").read_bytes() + tail)
+    settings = load_settings()
+    assert main(["submit", str(first), "--series", "show", "--owner", "ana"]) == 0
+    key = capsys.readouterr().out.strip().splitlines()[-1]
+    target = settings.inbox / "show" / "ep-1.mp4"
+    # what the sensor does when it queues it: the record, and the request archived
+    (settings.episodes / f"{key}.json").write_text(json.dumps(
+        {"key": key, "source": "show/ep-1.mp4", "fingerprint": file_sha256(target), "owner": "ana"}))
+    archive(submit_request_path(settings.requests, key), outcome="done")
+
+    assert main(["submit", str(second), "--series", "show", "--owner", "bob"]) == 1
+    assert "'ana''s episode" in capsys.readouterr().err
+    assert target.read_bytes() == first.read_bytes()  # nothing lost
+    assert main(["submit", str(second), "--series", "show", "--owner", "ana"]) == 0  # her new version: fine
+    assert target.read_bytes() == second.read_bytes()

@@ -32,6 +32,12 @@ def source_media(context: dg.AssetExecutionContext, dubbing: DubbingResource) ->
     with user_errors():
         info = media.validate(path)
         fp = media.fingerprint(path)
+    if record.get("fingerprint") and fp != record["fingerprint"]:
+        # A new version replaced the file after this run was queued: dubbing it here would give it this
+        # run's options and run key; the sensor queues the new version as its own run.
+        raise dg.Failure(description=(
+            f"{record['source']} changed after this run was queued (sha256 {fp[:16]}, queued "
+            f"{str(record['fingerprint'])[:16]}); the inbox sensor queues the new version as its own run."))
     work = dubbing.workdir("source_media")
     with user_errors():
         subs = [{"language": t["language"], "title": t.get("title"), "kind": t["kind"], "index": t.get("index"),
