@@ -51,6 +51,8 @@ from dubbing_assets.errors import DubbingError
 MEDIA_EXTENSIONS = {".mkv", ".mp4", ".m4v", ".mov", ".avi", ".webm", ".ts", ".m2ts", ".mka", ".wav", ".flac"}
 SIDECAR_EXTENSIONS = {".srt", ".ass", ".ssa", ".vtt"}
 UPLOAD_SUFFIXES = (".part", ".tmp", ".crdownload", ".partial", ".upload")
+#: Audio-only files people drop in by mistake: quarantined with a reason, not ignored.
+AUDIO_ONLY_EXTENSIONS = {".m4a", ".mp3", ".aac", ".opus", ".ogg", ".wma"}
 #: Folders file systems and sync tools keep in a share's top level: never a series.
 SYSTEM_DIRS = {".Trash", ".Trashes", ".Spotlight-V100", ".fseventsd", ".snapshot", ".snapshots", ".zfs", ".git",
                ".stfolder", ".stversions", ".sync", ".dropbox.cache", "lost+found", "@eaDir", "#recycle"}
@@ -223,8 +225,12 @@ class InboxScanner:
     def close(self) -> None:
         self.db.close()
 
-    def _walk(self) -> Iterator[tuple[str, str, os.stat_result]]:
-        """(series dir name, relpath, stat) of every candidate file."""
+    def _walk(self) -> Iterator[tuple[str, str, os.stat_result, str | None]]:
+        """(series dir name, relpath, lstat, why it cannot be an episode or None) of every candidate file.
+
+        Media files are candidates; so are a symbolic link and an audio-only file with a media-like name,
+        which are quarantined with their reason once they stop changing, instead of being ignored without
+        a word (the sender would wait forever)."""
         if not self.inbox.is_dir():
             return
         with os.scandir(self.inbox) as series_it:
@@ -237,11 +243,22 @@ class InboxScanner:
                         # a leading dot is a title too (".hack//Sign"); "._x" is macOS's metadata for x
                         if name.startswith("._") or name.endswith(UPLOAD_SUFFIXES):
                             continue
-                        if not entry.is_file(follow_symlinks=False):
+                        suffix = Path(name).suffix.lower()
+                        if suffix not in MEDIA_EXTENSIONS and suffix not in AUDIO_ONLY_EXTENSIONS:
                             continue
-                        if Path(name).suffix.lower() not in MEDIA_EXTENSIONS:
+                        relpath = f"{series.name}/{name}"
+                        if entry.is_symlink():
+                            yield series.name, relpath, entry.stat(follow_symlinks=False), (
+                                "it is a symbolic link; the inbox never follows links (one could point at any "
+                                "file on this machine): copy the file itself into the inbox")
+                        elif not entry.is_file(follow_symlinks=False):
                             continue
-                        yield series.name, f"{series.name}/{name}", entry.stat(follow_symlinks=False)
+                        elif suffix in AUDIO_ONLY_EXTENSIONS:
+                            yield series.name, relpath, entry.stat(follow_symlinks=False), (
+                                f"{suffix} is an audio-only format the inbox does not take; episodes are "
+                                f"{', '.join(sorted(MEDIA_EXTENSIONS))} (remux the audio into .mka to dub it alone)")
+                        else:
+                            yield series.name, relpath, entry.stat(follow_symlinks=False), None
 
     def _key_for(self, series: str, relpath: str) -> tuple[str, bool]:
         return _key_for(self.db, series, relpath)
@@ -255,8 +272,8 @@ class InboxScanner:
         now = time.time()
         present: set[str] = set()
         updates: list[tuple] = []
-        ready_rows: list[tuple[str, str, os.stat_result, str | None]] = []
-        for series, relpath, st in self._walk():
+        ready_rows: list[tuple[str, str, os.stat_result, str | None, str | None]] = []
+        for series, relpath, st, refusal in self._walk():
             if not _encodable(relpath):
                 # SQLite (and every key) needs text: quarantine now, never store the name.
                 result.rejected.append(self._quarantine(
@@ -280,7 +297,7 @@ class InboxScanner:
                     st.st_size == 0 and age < EMPTY_GRACE_S):
                 result.waiting += 1  # not settled yet: an upload may still be writing (or about to)
                 continue
-            ready_rows.append((series, relpath, st, requested))
+            ready_rows.append((series, relpath, st, requested, refusal))
         if updates:
             self.db.executemany(
                 "INSERT INTO files(relpath,size,mtime_ns,stable) VALUES(?,?,?,0) "
@@ -293,7 +310,10 @@ class InboxScanner:
         if gone:
             self.db.executemany("DELETE FROM files WHERE relpath=?", [(r,) for r in gone])
             self.db.executemany("DELETE FROM observed WHERE relpath=?", [(r,) for r in gone])
-        for series, relpath, st, requested in ready_rows:
+        for series, relpath, st, requested, refusal in ready_rows:
+            if refusal:
+                result.rejected.append(self._quarantine(relpath, refusal))
+                continue
             if len(result.ready) >= self.cap:
                 result.deferred += 1
                 continue

@@ -618,3 +618,24 @@ def test_wait_finds_its_own_quarantine_reason_only(instance: dg.DagsterInstance)
     assert _quarantine_reason(settings, "alpha-e01", started) is None  # another series' e01
     reason = _quarantine_reason(settings, "beta-e01", started)
     assert reason and "not a video or audio container" in reason
+
+
+def test_a_symlink_or_an_audio_only_file_is_quarantined_with_its_reason(instance: dg.DagsterInstance,
+                                                                        tmp_path: Path) -> None:
+    """Issue 14 items 4-5: a symlink and an .m4a dropped into the inbox were ignored without a word, so
+    `dubbing wait` ran into its timeout; each is set aside with a reason, and a link's target is never read."""
+    secret = tmp_path / "elsewhere" / "secret.mkv"
+    secret.parent.mkdir()
+    shutil.copyfile(MEDIA / "ja_two_speakers.mkv", secret)
+    folder = _settings().inbox / "show"
+    folder.mkdir(parents=True)
+    (folder / "e01.mkv").symlink_to(secret)
+    shutil.copyfile(CLIP, folder / "e02.m4a")
+    tick(instance)
+    result = tick(instance)
+    assert not result.run_requests
+    reasons = {p.read_text().splitlines()[0]: p.read_text() for p in _settings().quarantine.rglob("*.reason.txt")}
+    assert "symbolic link" in reasons["file: show/e01.mkv"] and "key: show-e01" in reasons["file: show/e01.mkv"]
+    assert "audio-only" in reasons["file: show/e02.m4a"]
+    assert secret.exists() and secret.read_bytes() == (MEDIA / "ja_two_speakers.mkv").read_bytes()
+    assert not any(folder.iterdir())
