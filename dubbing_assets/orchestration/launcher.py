@@ -17,7 +17,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from dagster import Field, Map, Permissive, Shape, StringSource
-from dagster._core.launcher import LaunchRunContext
 from dagster._utils.merger import merge_dicts
 from dagster_docker import DockerRunLauncher
 from dagster_docker.container_context import DockerContainerContext
@@ -74,7 +73,3 @@ class LaneDockerRunLauncher(DockerRunLauncher):
     def _launch_container_with_command(self, run: Any, docker_image: str, command: list[str]) -> None:
         image = self.lane_of(run).get("image") or docker_image
         super()._launch_container_with_command(run, image, command)
-
-    def launch_run(self, context: LaunchRunContext) -> None:
-        self.lane_of(context.dagster_run)  # refuse an unserved lane before anything is built
-        super().launch_run(context)
