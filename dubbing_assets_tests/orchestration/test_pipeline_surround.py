@@ -24,10 +24,10 @@ def _to_surround(src: Path, dst: Path) -> None:
 
 
 def test_surround_source_gets_a_surround_dub(tmp_path: Path) -> None:
-    instance, key = prepare_episode(tmp_path / "home", episode="e51")
+    surround = tmp_path / "ja_two_speakers_51.mkv"
+    _to_surround(MEDIA / "ja_two_speakers.mkv", surround)
+    instance, key = prepare_episode(tmp_path / "home", clip=surround, episode="e51")
     settings = load_settings()
-    target = settings.inbox / "alpha-series" / "e51.mkv"
-    _to_surround(MEDIA / "ja_two_speakers.mkv", target)
     result = run_stages(instance, key)
     assert result.success, step_failures(result)
     out = settings.output / "alpha-series" / key / f"{key}.mkv"
