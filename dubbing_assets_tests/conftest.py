@@ -39,3 +39,12 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if _skipped_required and os.environ.get("CI"):
         print(f"\nCI: required tests were skipped: {_skipped_required}")
         session.exitstatus = 1
+
+
+@pytest.fixture(scope="session")
+def three_speakers(tmp_path_factory: pytest.TempPathFactory):
+    """(path, turns) of the three-speaker Japanese clip, built once per session (media_builder.py)."""
+    from dubbing_assets_tests.core.understand_helpers import shared_registry
+    from dubbing_assets_tests.media_builder import build_three_speakers
+
+    return build_three_speakers(tmp_path_factory.mktemp("three-speakers"), registry=shared_registry())

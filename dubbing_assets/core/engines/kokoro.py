@@ -180,6 +180,15 @@ class KokoroEngine:
         write_wav_atomic(Path(out_wav), audio, SAMPLE_RATE)
         return SynthResult(Path(out_wav), len(audio) / SAMPLE_RATE, SAMPLE_RATE)
 
+    def speak_phonemes(self, phonemes: str, voice_name: str, *, speed: float = 1.0) -> np.ndarray:
+        """24 kHz float audio of a phoneme string in Kokoro's alphabet, for callers with their own
+        front end (a G2P, a pronunciation lexicon): no text processing, no pitch shift."""
+        if voice_name not in self._voice_names:
+            raise ConfigError(f"Kokoro voice {voice_name!r} is not installed here "
+                              f"(available: {', '.join(self._voice_names)}).")
+        self._load()
+        return self._infer(phonemes[:_MAX_TOKENS], self._style(voice_name), float(speed))
+
     # -- text -> phonemes ---------------------------------------------------
     def phonemize(self, text: str, language: str | None = None) -> list[str]:
         """Kokoro phoneme strings for `text`, one per sentence (at most 500 symbols each)."""

@@ -134,6 +134,12 @@ def script(context: dg.AssetExecutionContext, dubbing: DubbingResource, source_m
             result = transcriber.transcribe(audio_stems["dialogue"].path,
                                             language=normalize_language(source_media.get("audio_language")))
             context.log.info(f"script from ASR ({result.meta.get('model')}, language {result.language})")
+            from dubbing_assets.core.diarize import split_turns
+
+            result, splits = split_turns(result, audio_stems["dialogue"].path)  # one speaker per line
+            if splits:
+                context.log.info(f"split {len(splits)} ASR lines at a change of voice: "
+                                 + ", ".join(f"line {s['line']} at {s['at_s']:.2f}s" for s in splits))
     if not result.lines:
         raise dg.Failure(description="No dialogue found: the subtitles hold no dialogue lines and ASR heard no "
                                      "speech. Check the audio track, or supply subtitles.")
