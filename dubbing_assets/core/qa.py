@@ -426,3 +426,69 @@ def build_report(
     report = QAReport(lines=out, checks=checks, loudness=loud, summary=summary, limits=dict(limits))
     report.summary["passed"] = report.passed
     return report
+
+
+#: A dub line whose voice is less similar than this to the rest of its character's lines is flagged.
+CHARACTER_MIN_SIMILARITY = 0.6
+
+
+def character_voices(clips: Sequence[tuple[int, str, Path | str]], *,
+                     low_confidence: Sequence[int] = ()) -> dict[str, Any]:
+    """Per character: how alike its dub lines sound, and how far apart the characters are.
+
+    `clips` holds (line index, character, dub clip). Each clip gets a speaker embedding (Resemblyzer, the
+    project's identity space); a line's similarity is its cosine to the mean of its character's other
+    lines (None for a character's only line); distinctness is the highest cosine between two characters'
+    mean voices (lower is better). Lines whose speaker attribution was unsure (`low_confidence`, from the
+    diarization) are listed, so a reviewer checks them first.
+    """
+    from dubbing_assets.core.diarize import embed_span
+    from dubbing_assets.core.media import load_audio_mono16k
+
+    vecs: dict[int, np.ndarray] = {}
+    who: dict[int, str] = {}
+    for index, speaker, path in clips:
+        audio = load_audio_mono16k(path)
+        vecs[index] = embed_span(audio, 0.0, len(audio) / 16000)
+        who[index] = speaker
+
+    def unit(v: np.ndarray) -> np.ndarray:
+        n = float(np.linalg.norm(v))
+        return v / n if n else v
+
+    names = sorted(set(who.values()))
+    lines = []
+    for index in sorted(vecs):
+        others = [vecs[j] for j in vecs if j != index and who[j] == who[index]]
+        sim = float(vecs[index] @ unit(np.sum(others, axis=0))) if others else None
+        lines.append({"index": index, "speaker": who[index], "similarity": None if sim is None else round(sim, 4),
+                      "unlike_character": sim is not None and sim < CHARACTER_MIN_SIMILARITY,
+                      "speaker_unsure": index in set(low_confidence)})
+    means = {n: unit(np.sum([vecs[i] for i in vecs if who[i] == n], axis=0)) for n in names}
+    pairs = [(a, b, float(means[a] @ means[b])) for k, a in enumerate(names) for b in names[k + 1:]]
+    closest = max(pairs, key=lambda p: p[2]) if pairs else None
+    sims = [ln["similarity"] for ln in lines if ln["similarity"] is not None]
+    return {"characters": names, "lines": lines,
+            "closest_pair": None if closest is None else {"a": closest[0], "b": closest[1],
+                                                          "similarity": round(closest[2], 4)},
+            "line_similarity_min": round(min(sims), 4) if sims else None,
+            "flagged": [ln["index"] for ln in lines if ln["unlike_character"] or ln["speaker_unsure"]]}
+
+
+def character_section(voices: Mapping[str, Any]) -> str:
+    """The QA report's Markdown section for `character_voices`."""
+    if not voices.get("lines"):
+        return ""
+    closest = voices.get("closest_pair")
+    pair = (f"The two closest characters are {closest['a']} and {closest['b']} (cosine "
+            f"{closest['similarity']:.2f} between their mean voices; lower is more distinct)."
+            if closest else "One character.")
+    rows = ["| # | character | similarity to its other lines | flag |", "|---|---|---|---|"]
+    for ln in voices["lines"]:
+        flag = ", ".join(f for f, on in (("unlike its character", ln["unlike_character"]),
+                                         ("speaker unsure", ln["speaker_unsure"])) if on)
+        sim = "" if ln["similarity"] is None else f"{ln['similarity']:.3f}"
+        rows.append(f"| {ln['index']} | {ln['speaker']} | {sim} | {flag} |")
+    return (f"\n\n## Characters\n\n{len(voices['characters'])} characters. {pair} A line is flagged when its "
+            f"voice is less than {CHARACTER_MIN_SIMILARITY:.2f} like its character's other lines, or when the "
+            "diarization was unsure who speaks it.\n\n" + "\n".join(rows) + "\n")

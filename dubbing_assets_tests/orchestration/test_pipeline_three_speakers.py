@@ -145,3 +145,17 @@ def test_characters_apart_lines_of_one_character_together(dubbed) -> None:
                 if b != a:
                     between = _mean_between(emb, who, a, b)
                     assert between < within, f"{name}: {a}~{b} {between:.3f} >= {a}~{a} {within:.3f}"
+
+
+def test_qa_reports_each_characters_voice(dubbed) -> None:
+    """QA per character: each dub line's likeness to its character, the closest pair of characters, and the
+    lines to review (unlike their character, or a speaker the diarization was unsure of)."""
+    voices = dubbed["qa"]["characters"]
+    assert len(voices["characters"]) == 3 and len(voices["lines"]) == len(dubbed["turns"])
+    closest = voices["closest_pair"]
+    print(f"\ncharacters: closest {closest}, line similarity min {voices['line_similarity_min']}, "
+          f"flagged {voices['flagged']}")
+    assert 0.0 < closest["similarity"] < 0.95
+    assert all(ln["similarity"] is not None for ln in voices["lines"])  # every character has two lines or more
+    report = (dubbed["settings"].output / "gamma" / dubbed["key"] / "qa_report.md").read_text()
+    assert "## Characters" in report and closest["a"] in report

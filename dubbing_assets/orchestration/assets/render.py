@@ -331,7 +331,7 @@ def dubbed_video(context: dg.AssetExecutionContext, dubbing: DubbingResource, so
 def qa_report(context: dg.AssetExecutionContext, dubbing: DubbingResource, dub_speech: dict[str, Any],
               dub_mix: dict[str, Any], translation: dict[str, Any], dubbed_video: dict[str, Any]):
     from dubbing_assets.core.asr import Transcriber
-    from dubbing_assets.core.qa import build_report
+    from dubbing_assets.core.qa import build_report, character_section, character_voices
     from dubbing_assets.core.timing import FitResult
 
     tr = Translation.from_dict(translation)
@@ -350,18 +350,26 @@ def qa_report(context: dg.AssetExecutionContext, dubbing: DubbingResource, dub_s
                               target_lufs=dubbing.settings.loudness_lufs, transcribe=transcribe,
                               dub_stem=dub_mix["dub_only"].path,
                               thresholds={"overflow_tolerance_s": dubbing.settings.qa_overflow_tolerance_ms / 1000})
+        speaker_of = {ln.index: ln.speaker for ln in tr.lines}
+        voices = character_voices([(f.index, speaker_of.get(f.index, "unknown"), f.path) for f in fits],
+                                  low_confidence=tr.meta.get("speaker_low_confidence") or [])
     folder = Path(dubbed_video["path"]).parent
     png = report.plot_timeline(folder / "qa_timeline.png", title=f"{context.partition_key}: source vs dub")
     cloning_md, cloning_meta = _cloning_section(dub_speech.get("cloning"))
+    cloning_md = character_section(voices) + cloning_md
     markdown = report.to_markdown(title=f"Dub QA {context.partition_key}", plot_png=png.name) + cloning_md
     (folder / "qa_report.md").write_text(markdown, encoding="utf-8")
     inline = report.to_markdown(title=f"Dub QA {context.partition_key}",
                                 plot_png="data:image/png;base64," + base64.b64encode(png.read_bytes()).decode(),
                                 dialogue=dubbing.settings.metadata_dialogue)
     out = report.to_dict()
+    out["characters"] = voices
     if dub_speech.get("cloning"):
         out["cloning"] = cloning_meta
+    closest = voices.get("closest_pair") or {}
     yield dg.Output(out, metadata={
+        "characters": len(voices["characters"]), "flagged_lines": len(voices["flagged"]),
+        "closest_characters_similarity": float(closest.get("similarity", -1.0)),
         "passed": report.passed, "report": dg.MetadataValue.md(inline + cloning_md),
         "report_file": dg.MetadataValue.path(str(folder / "qa_report.md")), **cloning_meta, **{
             k: v for k, v in report.summary.items() if isinstance(v, int | float | str | bool)}})

@@ -173,7 +173,12 @@ def speakers(context: dg.AssetExecutionContext, script: dict[str, Any],
     for sp in result.speakers:
         f0 = median_f0(audio, [(by_index[i].start, by_index[i].end) for i in sp.lines if i in by_index])
         sp.f0_hz = round(f0, 1) if f0 else None
+    low = result.meta.get("low_confidence") or []
+    if low:
+        context.log.warning(f"speaker unsure for lines {low}: check them in the QA report's Characters section")
     context.add_output_metadata({"method": result.method, "speakers": len(result.speakers),
+                                 "low_confidence_lines": len(low),
+                                 "speakers_chosen_by": str(result.meta.get("speakers_chosen_by", result.method)),
                                  "labels": ", ".join(s.label for s in result.speakers),
                                  "median_f0_hz": ", ".join(f"{s.label} {s.f0_hz}" for s in result.speakers)})
     return result.to_dict()
@@ -208,6 +213,8 @@ def translation(context: dg.AssetExecutionContext, dubbing: DubbingResource, scr
         result: Translation = translator.translate(sc, target, subtitles=own["file"].path if own else None,
                                                    audio=audio_stems["dialogue"].path)
         result.meta["subtitles"] = subtitle_report(sc, roles, engine)
+        # lines whose speaker the diarization was unsure of: QA lists them for review
+        result.meta["speaker_low_confidence"] = list((speakers.get("meta") or {}).get("low_confidence") or [])
         glossary = review.load_glossary(settings.output, record["series"])
         if glossary:
             result = translate.apply_glossary(result, glossary)
