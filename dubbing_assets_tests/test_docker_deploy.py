@@ -374,13 +374,21 @@ class Deployment:
         for follower in self.followers:
             follower.kill()
             follower.wait(30)
-        ids = docker("ps", "-aq", "--filter", f"label={LABEL}={self.id}", check=False).stdout.split()
-        if ids:
-            docker("rm", "-f", "-v", *ids, check=False, timeout=300)
-        for volume in self.volumes.values():
-            docker("volume", "rm", "-f", volume, check=False, timeout=120)
+        # A run container that removes itself (auto_remove) may be mid-removal, when `rm -f` fails and
+        # its volumes are still in use: try again for a while rather than leave anything behind.
+        left: list[str] = []
+        for _ in range(30):
+            ids = docker("ps", "-aq", "--filter", f"label={LABEL}={self.id}", check=False).stdout.split()
+            if ids:
+                docker("rm", "-f", "-v", *ids, check=False, timeout=300)
+            for volume in self.volumes.values():
+                docker("volume", "rm", "-f", volume, check=False, timeout=120)
+            left = docker("ps", "-aq", "--filter", f"label={LABEL}={self.id}", check=False).stdout.split()
+            volumes = set(docker("volume", "ls", "-q", check=False).stdout.split()) & set(self.volumes.values())
+            if not left and not volumes:
+                break
+            time.sleep(2)
         docker("image", "rm", self.gpu_image, check=False, timeout=120)  # only the name: the image stays
-        left = docker("ps", "-aq", "--filter", f"label={LABEL}={self.id}", check=False).stdout.split()
         assert not left, f"containers left behind: {left}"
 
 
@@ -472,7 +480,10 @@ def _run_diagnostics(dep: Deployment, run_id: str) -> str:
                          + "".join(error.get("stack") or [])[-3000:])
             error = (error.get("cause") or error.get("context") or {})
         failures.append(f"{entry.get('step_key')}: {entry.get('user_message', '')[:500]}\n" + "\n".join(chain))
-    return f"{dep.diagnostics()}\n--- run container ---\n{logs}\n--- failures ---\n" + "\n".join(failures)
+    rows = _pg_query(dep, "SELECT dagster_event_type, event FROM event_logs WHERE run_id = %s ORDER BY id", run_id)
+    events = [f"{kind or ''} {(json.loads(event).get('user_message') or '')[:300]}" for kind, event in rows[-15:]]
+    return (f"{dep.diagnostics()}\n--- run container ---\n{logs}\n--- failures ---\n" + "\n".join(failures)
+            + "\n--- the run's last events ---\n" + "\n".join(events))
 
 
 def _follow_run(dep: Deployment, run_id: str, alive: list, t_drop: float) -> tuple[dict[str, Any], str, float]:

@@ -355,7 +355,7 @@ class InboxScanner:
                               if p.suffix.lower() in SIDECAR_EXTENSIONS and is_plain_file(p))
             result.ready.append(ReadyEpisode(key=key, series=slugify(series) or "series", relpath=relpath,
                                              fingerprint=fingerprint, size=st.st_size, sidecars=sidecars,
-                                             changed=bool(requested) or row is not None,
+                                             changed=bool(requested) or (row is not None and row[0] is not None),
                                              revision=(row[1] or 0) + 1 if row is not None else 1))
         self.db.commit()
         return result

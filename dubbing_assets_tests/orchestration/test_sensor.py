@@ -590,12 +590,12 @@ def test_submit_reserves_the_key_the_sensor_gives_its_file(instance: dg.DagsterI
 
 def test_names_with_a_leading_dot_are_episodes_too(instance: dg.DagsterInstance) -> None:
     """Issue 14 item 8: `.hack Sign - 01.mkv` (and the `.hack` series folder) were ignored without a word."""
-    drop("Anime", ".hack Sign - 01.mp4")
+    drop("Show", ".hack Sign - 01.mp4")
     drop(".hack", "Sign - 02.mp4")
-    drop("Anime", "._.hack Sign - 01.mp4")  # macOS's metadata file: not an episode, not quarantined
+    drop("Show", "._.hack Sign - 01.mp4")  # macOS's metadata file: not an episode, not quarantined
     tick(instance)
     keys = sorted(r.partition_key for r in tick(instance).run_requests)
-    assert keys == sorted([episode_key("Anime", ".hack Sign - 01.mp4"), episode_key(".hack", "Sign - 02.mp4")])
+    assert keys == sorted([episode_key("Show", ".hack Sign - 01.mp4"), episode_key(".hack", "Sign - 02.mp4")])
     assert all(is_slug(k) for k in keys)
     assert not any(_settings().quarantine.rglob("*"))
 
