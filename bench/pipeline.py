@@ -63,7 +63,8 @@ def floor(clip: Path, work: Path) -> dict[str, float]:
     times: dict[str, float] = {}
     # bare faster-whisper (the model the pipeline's ASR stage picks for English), models loaded before the
     # clock starts, as a warm worker has them
-    model = Transcriber("auto", device="cpu").load(Transcriber("auto", device="cpu").model_name_for("en"))
+    transcriber = Transcriber("auto", device="cpu")
+    model = transcriber.load(transcriber.model_name_for("en"))
     piper = get_engine("piper")
     voice = Voice(engine="piper", voice=piper.voices()[0])
     noise = np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1

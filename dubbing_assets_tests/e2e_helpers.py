@@ -242,6 +242,20 @@ def wait_until(what: str, predicate: Callable[[], Any], timeout: float, *, inter
                          f"{on_fail()}")
 
 
+def pg_query(port: int, user: str, password: str, db: str, sql: str, *params: Any) -> list[tuple]:
+    """Rows of one query against a local PostgreSQL (the tests' own servers, on 127.0.0.1)."""
+    import psycopg2
+
+    conn = psycopg2.connect(host="127.0.0.1", port=port, user=user, password=password, dbname=db,
+                            connect_timeout=5)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql, params)
+            return cur.fetchall()
+    finally:
+        conn.close()
+
+
 def http_get(url: str, timeout: float = 10) -> tuple[int, bytes]:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:

@@ -46,7 +46,7 @@ from urllib.parse import unquote, urlparse
 import pytest
 import yaml
 
-from dubbing_assets_tests.e2e_helpers import REPO, free_port, graphql, wait_until
+from dubbing_assets_tests.e2e_helpers import REPO, free_port, graphql, pg_query, wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.required, pytest.mark.timeout(2400)]
 
@@ -423,16 +423,7 @@ def deployment(images: dict[str, str], tmp_path: Path) -> Iterator[Deployment]:
 
 
 def _pg_query(dep: Deployment, sql: str, *params: Any) -> list[tuple]:
-    import psycopg2
-
-    conn = psycopg2.connect(host="127.0.0.1", port=dep.ports["pg"], user=PG_USER, password=PG_PASSWORD,
-                            dbname=PG_DB, connect_timeout=5)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql, params)
-            return cur.fetchall()
-    finally:
-        conn.close()
+    return pg_query(dep.ports["pg"], PG_USER, PG_PASSWORD, PG_DB, sql, *params)
 
 
 def _env_has_key(attrs: dict[str, Any], key_b64: str) -> list[str]:

@@ -33,6 +33,7 @@ from dubbing_assets_tests.e2e_helpers import (
     graphql,
     make_clip,
     make_home,
+    pg_query,
     start_daemon,
     start_webserver,
     tail,
@@ -105,16 +106,7 @@ class Postgres:
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def query(self, sql: str, *params) -> list[tuple]:
-        import psycopg2
-
-        conn = psycopg2.connect(host="127.0.0.1", port=self.port, user=PG_USER, password=PG_PASSWORD,
-                                dbname=PG_DB)
-        try:
-            with conn.cursor() as cur:
-                cur.execute(sql, params)
-                return cur.fetchall()
-        finally:
-            conn.close()
+        return pg_query(self.port, PG_USER, PG_PASSWORD, PG_DB, sql, *params)
 
 
 def _has_user(name: str) -> bool:
