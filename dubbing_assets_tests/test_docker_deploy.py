@@ -1,7 +1,8 @@
 """The Docker deployment, built and started for real (docker/).
 
-Starts `dockerd` if none answers (vfs storage, no bridge: containers use the
-host's network), builds a Debian bookworm base with debootstrap (cached as an
+Starts `dockerd` if none answers (its own choice of storage driver: overlay2
+where the kernel allows, vfs otherwise; no bridge: containers use the host's
+network), builds a Debian bookworm base with debootstrap (cached as an
 image, keyed on the host's Debian sources and CA bundle), then the CPU image
 (docker/Dockerfile) and a PostgreSQL image (docker/Dockerfile.postgres) on it.
 The base carries the host's CA bundle and `PIP_CERT`, because pip in a build
@@ -95,7 +96,10 @@ def dockerd() -> Iterator[None]:
     assert os.geteuid() == 0, "no Docker daemon answers, and starting dockerd needs root"
     logdir = Path(tempfile.mkdtemp(prefix="dubbing-dockerd-"))
     logfile = (logdir / "dockerd.log").open("wb")
-    proc = subprocess.Popen([binary, "--storage-driver", "vfs", "--iptables=false", "--bridge=none"],
+    # No --storage-driver: dockerd takes overlay2 where the kernel allows and falls back to vfs itself.
+    # Forcing vfs made every layer and every container a full copy of the 4 GB image (about 8 GB per
+    # container, its init layer and its own), and the deployment's five containers filled a CI disk.
+    proc = subprocess.Popen([binary, "--iptables=false", "--bridge=none"],
                             stdout=logfile, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_until("dockerd to answer", lambda: proc.poll() is None and _daemon_answers(), 90, interval=1,
@@ -112,6 +116,34 @@ def dockerd() -> Iterator[None]:
         logfile.close()
         shutil.rmtree(logdir, ignore_errors=True)
         log("stopped dockerd")
+
+
+def _docker_disk() -> tuple[str, Path, int]:
+    """The daemon's storage driver, its data root and the bytes free there."""
+    driver, root = docker("info", "--format", "{{.Driver}} {{.DockerRootDir}}", timeout=60).stdout.split()
+    return driver, Path(root), shutil.disk_usage(root).free
+
+
+# What the test needs on the daemon's disk: the images and the five containers' layers. With overlay2
+# containers share the image's layers; with vfs each container is two full copies of the image.
+NEEDED_GB = {"vfs": 60, "default": 15}
+
+
+def _check_disk() -> None:
+    driver, root, free = _docker_disk()
+    need = NEEDED_GB.get(driver, NEEDED_GB["default"])
+    log(f"storage driver {driver}, {free / 1e9:.0f} GB free under {root}")
+    assert free >= need * 1e9, (
+        f"only {free / 1e9:.1f} GB free under {root} (storage driver {driver}); the deployment test needs about "
+        f"{need} GB there: free some, or run dockerd with a storage driver that shares layers (overlay2)")
+
+
+def _disk_note() -> str:
+    try:
+        driver, root, free = _docker_disk()
+        return f"\n--- disk: storage driver {driver}, {free / 1e9:.1f} GB free under {root} ---"
+    except Exception as exc:  # noqa: BLE001 - a diagnostic must not hide the failure it explains
+        return f"\n--- disk: unknown ({exc}) ---"
 
 
 # -- the base image -------------------------------------------------------------------------------
@@ -310,6 +342,7 @@ def _build(tag: str, dockerfile: str, context: Path, args: dict[str, str], timeo
 
 @pytest.fixture(scope="module")
 def images(dockerd: None, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    _check_disk()
     base = _base_image()
     context = _build_context(tmp_path_factory.mktemp("docker-build") / "context")
     server = WheelServer()
@@ -361,7 +394,7 @@ class Deployment:
         return f"--- {name} ---\n{proc.stdout}{proc.stderr}"
 
     def diagnostics(self) -> str:
-        return "\n".join(self.logs(name) for name in self.containers)
+        return "\n".join(self.logs(name) for name in self.containers) + _disk_note()
 
     def alive(self, name: str) -> None:
         state = docker("inspect", "--format", "{{.State.Status}}", self.containers[name], check=False).stdout.strip()
@@ -459,6 +492,16 @@ def _run_container(run_id: str) -> dict[str, Any] | None:
 def _run_diagnostics(dep: Deployment, run_id: str) -> str:
     run_log = dep.root / f"run-{run_id[:8]}.log"
     logs = "\n".join(run_log.read_text(errors="replace").splitlines()[-150:]) if run_log.exists() else ""
+    try:
+        failures, events = _run_events(dep, run_id)
+    except Exception as exc:  # noqa: BLE001 - PostgreSQL may be what failed; the rest still explains
+        failures, events = [f"(PostgreSQL did not answer: {exc})"], []
+    return (f"{dep.diagnostics()}\n--- run container ---\n{logs}\n--- failures ---\n" + "\n".join(failures)
+            + "\n--- the run's last events ---\n" + "\n".join(events))
+
+
+def _run_events(dep: Deployment, run_id: str) -> tuple[list[str], list[str]]:
+    """The run's step and run failures (with their error chains) and its last 15 events, from PostgreSQL."""
     failures = []
     for (event,) in _pg_query(dep, "SELECT event FROM event_logs WHERE run_id = %s AND dagster_event_type IN "
                                    "('STEP_FAILURE', 'RUN_FAILURE') ORDER BY id", run_id):
@@ -473,8 +516,7 @@ def _run_diagnostics(dep: Deployment, run_id: str) -> str:
         failures.append(f"{entry.get('step_key')}: {entry.get('user_message', '')[:500]}\n" + "\n".join(chain))
     rows = _pg_query(dep, "SELECT dagster_event_type, event FROM event_logs WHERE run_id = %s ORDER BY id", run_id)
     events = [f"{kind or ''} {(json.loads(event).get('user_message') or '')[:300]}" for kind, event in rows[-15:]]
-    return (f"{dep.diagnostics()}\n--- run container ---\n{logs}\n--- failures ---\n" + "\n".join(failures)
-            + "\n--- the run's last events ---\n" + "\n".join(events))
+    return failures, events
 
 
 def _follow_run(dep: Deployment, run_id: str, alive: list, t_drop: float) -> tuple[dict[str, Any], str, float]:
