@@ -1,6 +1,6 @@
 """The whole low-mode pipeline against its raw-engine floor, measured in the same run (issue 15).
 
-    PYTHONPATH=. .venv/bin/python bench/pipeline.py [--runs 3] [--seconds 146]
+    PYTHONPATH=. .venv/bin/python bench/pipeline.py [--runs 3] [--seconds 146] [--executor multiprocess]
 
 The clip: `en_monologue.mp4` concatenated to about `--seconds` (English, one speaker, ASR path,
 re-voiced in English). Each run measures, on that clip:
@@ -115,17 +115,17 @@ def floor(clip: Path, work: Path) -> dict[str, float]:
     return times
 
 
-def pipeline(clip: Path, root: Path) -> dict[str, float]:
+def pipeline(clip: Path, root: Path, executor: str = "") -> dict[str, float]:
     """Submit to delivered through a real daemon; the run's step times from its event log."""
     import dagster as dg
 
     from dubbing_assets_tests.e2e_helpers import REPO, make_home, start_daemon
 
-    e2e = make_home(root, owner="bench")
+    e2e = make_home(root, owner="bench", extra_env={"DUBBING_EXECUTOR": executor} if executor else None)
     try:
         e2e.dubbing("instance", "init")
         start_daemon(e2e, REPO / "workspace.yaml")
-        t = time.monotonic()
+        t, t_wall = time.monotonic(), time.time()
         key = e2e.submit(clip, "Bench Series", "e01", "--to", "en")
         waited = e2e.wait(key, 1800)
         total = time.monotonic() - t
@@ -133,17 +133,26 @@ def pipeline(clip: Path, root: Path) -> dict[str, float]:
             raise SystemExit(f"the pipeline run failed:\n{waited.stdout}\n{waited.stderr}\n{e2e.diagnostics()}")
         with dg.DagsterInstance.from_config(str(e2e.dagster_home)) as instance:
             (run,) = instance.get_runs(dg.RunsFilter(tags={"dubbing/episode": key}))
+            record = instance.get_run_record_by_id(run.run_id)
             starts, ends = {}, {}
-            for record in instance.get_records_for_run(run.run_id, limit=10000).records:
-                entry = record.event_log_entry
+            for event in instance.get_records_for_run(run.run_id, limit=10000).records:
+                entry = event.event_log_entry
                 kind = entry.dagster_event.event_type if entry.dagster_event else None
                 if kind == dg.DagsterEventType.STEP_START:
                     starts[entry.step_key] = entry.timestamp
                 elif kind == dg.DagsterEventType.STEP_SUCCESS:
                     ends[entry.step_key] = entry.timestamp
         steps = {k: ends[k] - starts[k] for k in ends if k in starts}
+        # where the time outside the stages goes: submit to the run's creation (sensor), creation to the
+        # worker's start (queue, launch, imports), start to the first stage, between stages, after the last
+        # stage to the run's end, and the run's end to `dubbing wait` returning
+        created, started, ended = record.create_timestamp.timestamp(), record.start_time, record.end_time
+        first, last = min(starts.values()), max(ends.values())
+        breakdown = {"sensor": created - t_wall, "queue_launch": started - created, "to_first_stage": first - started,
+                     "between_stages": (last - first) - sum(steps.values()), "to_run_end": ended - last,
+                     "wait_return": (t_wall + total) - ended}
         return {"total": total, **{f"step:{k}": v for k, v in steps.items()},
-                "orchestration": total - sum(steps.values())}
+                **{f"orch:{k}": v for k, v in breakdown.items()}, "orchestration": total - sum(steps.values())}
     finally:
         e2e.procs.stop_all()
 
@@ -152,6 +161,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=146.0)
+    parser.add_argument("--executor", default="", help="DUBBING_EXECUTOR for the daemon (default: the project's)")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     try:
@@ -161,7 +171,7 @@ def main() -> None:
             work = tmp / f"floor{n}"
             work.mkdir()
             f = floor(clip, work)
-            p = pipeline(clip, tmp / f"run{n}")
+            p = pipeline(clip, tmp / f"run{n}", args.executor)
             results.append((f, p))
             print(f"run {n + 1}: floor {f['total']:.1f} s (+QA ASR {f['qa_asr']:.1f} s), pipeline {p['total']:.1f} s: "
                   f"{p['total'] / f['total']:.2f}x the floor (issue 15's measure, goal <= 1.9), "
@@ -182,6 +192,9 @@ def main() -> None:
               f"{min(f['total_with_qa'] for f, _ in results):.1f} | {min(totals):.2f} | "
               f"{min(totals):.2f}-{max(totals):.2f} |")
         print(f"\norchestration share: min {100 * min(shares):.0f} %, median {100 * statistics.median(shares):.0f} %")
+        parts = sorted({k for _, p in results for k in p if k.startswith("orch:")})
+        print("orchestration (s, min over runs): " + ", ".join(
+            f"{k[5:]} {min(p.get(k, float('nan')) for _, p in results):.1f}" for k in parts))
         other = sorted({k for _, p in results for k in p if k.startswith("step:")} -
                        {f"step:{s}" for s in STAGE_FLOOR})
         print("other stages (s, min over runs): " + ", ".join(

@@ -412,7 +412,7 @@ def register(sub: argparse._SubParsersAction) -> dict[str, Any]:
     p = sub.add_parser("wait", help="wait for an episode's run: exit 0 success, 1 failure, 2 timeout")
     p.add_argument("episode")
     p.add_argument("--timeout", type=float, default=3600)
-    p.add_argument("--poll", type=float, default=2.0)
+    p.add_argument("--poll", type=float, default=1.0, help="seconds between looks at the run (default 1)")
     p = sub.add_parser("cancel", help="cancel an episode's queued or running runs")
     p.add_argument("episode")
     p = sub.add_parser("rerun", help="re-run an episode from a stage")

@@ -36,6 +36,21 @@ def _manifest(folder: Path) -> dict:
     return json.loads(path.read_text())
 
 
+def _assert_one_process_per_run(e2e, key: str) -> None:
+    """The default executor (DUBBING_EXECUTOR=in_process) runs every stage in the run worker: no stage pays
+    for a new Python with torch imported again."""
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(str(e2e.dagster_home)) as instance:
+        (run,) = instance.get_runs(dg.RunsFilter(tags={"dubbing/episode": key}))
+        pids: dict[str, set[int]] = {}
+        for kind in (dg.DagsterEventType.RUN_START, dg.DagsterEventType.STEP_START):
+            for record in instance.get_records_for_run(run.run_id, of_type=kind, limit=1000).records:
+                pids.setdefault(kind.value, set()).add(record.event_log_entry.dagster_event.pid)
+    assert len(pids.get("STEP_START", ())) == 1 and pids["STEP_START"] == pids["RUN_START"], (
+        f"the run's stages ran in more than its run worker's process: {pids}")
+
+
 def test_fresh_machine_dubs_a_clip_through_the_daemon(tmp_path: Path) -> None:
     ffmpeg = find_ffmpeg()
     if ffmpeg is None:
@@ -62,6 +77,7 @@ def test_fresh_machine_dubs_a_clip_through_the_daemon(tmp_path: Path) -> None:
         assert waited.returncode == 0, (f"`dubbing wait {key}` exited {waited.returncode} "
                                         f"(0 success, 1 failure, 2 timeout)\n{e2e.diagnostics()}")
         print(f"[smoke] first run done in {time.monotonic() - t_run:.1f}s", flush=True)
+        _assert_one_process_per_run(e2e, key)
 
         folder = e2e.home / "library" / "smoke-series" / key
         first = _manifest(folder)

@@ -101,6 +101,10 @@ def refine_line_times(lines: list[Line], speech: Sequence[tuple[float, float]], 
             line.start, line.end = round(start, 3), round(end, 3)
 
 
+#: WhisperModels loaded in this process, by (folder, device, compute type, threads).
+_LOADED: dict[tuple[str, str, str, int], Any] = {}
+
+
 class Transcriber:
     """faster-whisper with VAD, word timestamps and language detection.
 
@@ -138,19 +142,22 @@ class Transcriber:
         return "whisper-base"
 
     def load(self, name: str) -> Any:
-        """The loaded WhisperModel for ``name`` (loaded once, then reused)."""
+        """The loaded WhisperModel for ``name``: loaded once per process (a run's stages share a process
+        under the in-process executor, so QA reuses the script stage's model), then reused."""
         if name not in self._models:
             started = time.perf_counter()
-            from faster_whisper import WhisperModel
-
             path = self.registry.resolve(name)
-            try:
-                self._models[name] = WhisperModel(str(path), device=self.device,
-                                                  compute_type=self.compute_type,
-                                                  cpu_threads=self.cpu_threads)
-            except Exception as exc:  # noqa: BLE001 - CT2 raises RuntimeError/ValueError
-                raise EngineError(f"Loading whisper model {name!r} from {path} failed ({exc}); "
-                                  "check the model folder or set DUBBING_DEVICE=cpu.") from exc
+            key = (str(path), self.device, self.compute_type, self.cpu_threads)
+            if key not in _LOADED:
+                from faster_whisper import WhisperModel
+
+                try:
+                    _LOADED[key] = WhisperModel(str(path), device=self.device, compute_type=self.compute_type,
+                                                cpu_threads=self.cpu_threads)
+                except Exception as exc:  # noqa: BLE001 - CT2 raises RuntimeError/ValueError
+                    raise EngineError(f"Loading whisper model {name!r} from {path} failed ({exc}); "
+                                      "check the model folder or set DUBBING_DEVICE=cpu.") from exc
+            self._models[name] = _LOADED[key]
             self._load_s += time.perf_counter() - started
         return self._models[name]
 

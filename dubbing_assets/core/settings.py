@@ -52,6 +52,11 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "DUBBING_METADATA_DIALOGUE": (
         "off", "`on` shows dialogue text (script, translation, QA lines) and lip-sync frames in Dagster's event "
                "metadata; off, they stay in the private library and encrypted storage only."),
+    "DUBBING_EXECUTOR": (
+        "in_process", "How a run's stages execute: `in_process` (one process per run, one after another), "
+                      "`multiprocess` (a process per stage, independent stages side by side) or `forkserver` "
+                      "(the same, forked from a process that imported the project once); read when the code "
+                      "location loads."),
     "DUBBING_CLONE_MIN_SIMILARITY": (
         "0.70", "High mode: a cloned line whose speaker similarity to its character stays below this (after "
                 "every seed) is spoken by the character's low-mode voice instead; -1 keeps every cloned line."),

@@ -82,3 +82,24 @@ def test_instance_config_is_valid(tmp_path: Path) -> None:
         assert any(k[0] == "dubbing/owner" for k in by_key)
     finally:
         instance.dispose()
+
+
+def test_the_executor_comes_from_dubbing_executor() -> None:
+    """In-process by default (one process per run); the others by name; a typo is an error, not a default."""
+    import pytest
+
+    from dubbing_assets.errors import ConfigError
+    from dubbing_assets.orchestration.jobs import step_executor
+
+    assert defs.resolve_job_def("dub_episode").executor_def is dg.in_process_executor
+    assert defs.resolve_job_def("dub_episode_high").executor_def is dg.in_process_executor
+    assert step_executor("multiprocess") is dg.multiprocess_executor
+    forkserver = step_executor("forkserver")
+    assert forkserver.name == "forkserver_executor"
+    with pytest.raises(ConfigError, match="DUBBING_EXECUTOR='threads' is not valid"):
+        step_executor("threads")
+    env = dict(os.environ, DUBBING_EXECUTOR="multiprocess")
+    code = ("from dubbing_assets.definitions import defs; "
+            "print(defs.resolve_job_def('dub_episode').executor_def.name)")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "multiprocess", out.stdout
