@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from dubbing_assets.core.fsutil import file_lock, file_sha256
-from dubbing_assets.core.inbox import MEDIA_EXTENSIONS, SIDECAR_EXTENSIONS, glob_escape, reserve_key
+from dubbing_assets.core.inbox import MEDIA_EXTENSIONS, SIDECAR_EXTENSIONS, announce_file, glob_escape, reserve_key
 from dubbing_assets.core.requests import (
     NORMAL_PRIORITY,
     STAGES,
@@ -116,6 +116,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         # names its file, so the sensor never applies it to another file that shares the key.
         options.relpath, options.fingerprint = f"{series_slug}/{target_name}", file_sha256(target)
         write_submit_request(settings.requests, key, options)
+        announce_file(settings.state / "inbox.sqlite", options.relpath, target.stat())
     print(f"submitted {src.name} as {series_slug}/{target_name} (owner {options.owner}, mode {options.mode}, "
           f"to {options.target_lang}); the inbox sensor will queue it")
     print(key)

@@ -144,6 +144,7 @@ CREATE TABLE IF NOT EXISTS keys (key TEXT PRIMARY KEY, relpath TEXT, last_fp TEX
 CREATE TABLE IF NOT EXISTS observed (relpath TEXT PRIMARY KEY, unchanged INTEGER DEFAULT 0);
 CREATE TABLE IF NOT EXISTS pending (run_key TEXT PRIMARY KEY, key TEXT, relpath TEXT, episode TEXT,
   requested_at REAL);
+CREATE TABLE IF NOT EXISTS announced (relpath TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER);
 """
 
 
@@ -268,6 +269,9 @@ class InboxScanner:
         known = {row[0]: row[1:] for row in self.db.execute(
             "SELECT relpath, size, mtime_ns, stable, fingerprint, requested FROM files")}
         observed = dict(self.db.execute("SELECT relpath, unchanged FROM observed"))
+        announced = {row[0]: (row[1], row[2]) for row in self.db.execute(
+            "SELECT relpath, size, mtime_ns FROM announced")}
+        stale_announcements: list[str] = []
         observations: list[tuple[str, int]] = []
         now = time.time()
         present: set[str] = set()
@@ -281,6 +285,16 @@ class InboxScanner:
                 continue
             present.add(relpath)
             prev = known.get(relpath)
+            if relpath in announced:
+                if announced[relpath] == (st.st_size, st.st_mtime_ns) and (
+                        prev is None or not (prev[4] and prev[4] == prev[3] and prev[2])):
+                    # Written whole by `dubbing submit` (copied beside, then renamed) and not touched since:
+                    # nothing is still uploading it, so it is taken on this tick, without settling.
+                    if prev is None or prev[0] != st.st_size or prev[1] != st.st_mtime_ns:
+                        updates.append((relpath, st.st_size, st.st_mtime_ns))
+                    ready_rows.append((series, relpath, st, prev[4] if prev else None, refusal))
+                    continue
+                stale_announcements.append(relpath)  # changed since the submit: it settles like any drop
             if prev is None or prev[0] != st.st_size or prev[1] != st.st_mtime_ns:
                 # New or still changing: remember and wait one tick.
                 updates.append((relpath, st.st_size, st.st_mtime_ns))
@@ -306,6 +320,9 @@ class InboxScanner:
             self.db.executemany("DELETE FROM observed WHERE relpath=?", [(u[0],) for u in updates])
         if observations:
             self.db.executemany("INSERT OR REPLACE INTO observed(relpath, unchanged) VALUES(?,?)", observations)
+        stale_announcements += [r for r in announced if r not in present]
+        if stale_announcements:
+            self.db.executemany("DELETE FROM announced WHERE relpath=?", [(r,) for r in stale_announcements])
         gone = [r for r in known if r not in present]
         if gone:
             self.db.executemany("DELETE FROM files WHERE relpath=?", [(r,) for r in gone])
@@ -460,6 +477,23 @@ def reserve_key(state_db: Path, series_dir: str, relpath: str) -> str:
         db.execute("INSERT OR IGNORE INTO keys(key, relpath) VALUES(?,?)", (key, relpath))
         db.execute("COMMIT")
         return key
+    finally:
+        db.close()
+
+
+def announce_file(state_db: Path, relpath: str, st: os.stat_result) -> None:
+    """Tell the sensor that `relpath` (inbox-relative) is complete as it stands (size and mtime of `st`).
+
+    `dubbing submit` calls this after it has copied the file beside its place and renamed it in: no upload
+    can still be writing it, so the sensor takes it on its next tick instead of waiting for it to settle
+    (two unchanged ticks and DUBBING_INBOX_SETTLE_S, about 20 s). A file changed after this is stat'ed
+    differently and settles like any other drop.
+    """
+    db = sqlite3.connect(state_db, timeout=30, isolation_level=None)
+    try:
+        db.executescript(_SCHEMA)
+        db.execute("INSERT OR REPLACE INTO announced(relpath, size, mtime_ns) VALUES(?,?,?)",
+                   (relpath, st.st_size, st.st_mtime_ns))
     finally:
         db.close()
 

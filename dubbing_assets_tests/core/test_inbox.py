@@ -152,3 +152,34 @@ def test_symlinked_sidecars_are_never_followed(tmp_path: Path) -> None:
     s.scan()
     (ready,) = s.scan().ready
     assert ready.sidecars == ["Alpha Series/Alpha Series - 01.en.ass"]
+
+
+def test_a_submitted_file_is_taken_on_the_first_tick_without_settling(tmp_path: Path) -> None:
+    """`dubbing submit` writes the file whole (copy beside, rename) and announces it: no waiting for uploads."""
+    from dubbing_assets.core.inbox import announce_file
+
+    dropped = _drop(tmp_path, "show", "dropped.mp4")
+    submitted = _drop(tmp_path, "show", "submitted.mp4", MEDIA / "ja_two_speakers.mkv")
+    state = tmp_path / "state" / "inbox.sqlite"
+    s = _scanner(tmp_path, stable_ticks=2, settle_s=3600)  # a plain drop would wait an hour
+    announce_file(state, "show/submitted.mp4", submitted.stat())
+    first = s.scan()
+    assert [e.relpath for e in first.ready] == ["show/submitted.mp4"] and first.waiting == 1, first
+    s.mark_requested(first.ready[0])
+    assert s.scan().ready == []  # requested once, and the announcement is used up
+    assert s.db.execute("SELECT count(*) FROM announced").fetchone()[0] == 0
+    assert dropped.exists()
+
+
+def test_a_submitted_file_changed_afterwards_settles_like_a_drop(tmp_path: Path) -> None:
+    from dubbing_assets.core.inbox import announce_file
+
+    path = _drop(tmp_path, "show", "ep.mp4")
+    s = _scanner(tmp_path, stable_ticks=2, settle_s=0)
+    announce_file(tmp_path / "state" / "inbox.sqlite", "show/ep.mp4", path.stat())
+    with open(path, "ab") as fh:  # someone appends after the submit: an upload may be going on
+        fh.write(b"\0" * 10)
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    assert s.scan().ready == []
+    assert s.scan().ready == []
+    assert [e.relpath for e in s.scan().ready] == ["show/ep.mp4"]
