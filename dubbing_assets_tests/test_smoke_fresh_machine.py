@@ -46,8 +46,8 @@ def _assert_one_process_per_run(e2e, key: str) -> None:
         pids: dict[str, set[int]] = {}
         for kind in (dg.DagsterEventType.RUN_START, dg.DagsterEventType.STEP_START):
             for record in instance.get_records_for_run(run.run_id, of_type=kind, limit=1000).records:
-                pids.setdefault(kind.value, set()).add(record.event_log_entry.dagster_event.pid)
-    assert len(pids.get("STEP_START", ())) == 1 and pids["STEP_START"] == pids["RUN_START"], (
+                pids.setdefault(kind.name, set()).add(record.event_log_entry.dagster_event.pid)
+    assert len(pids.get("STEP_START", ())) == 1 and pids["STEP_START"] == pids.get("RUN_START"), (
         f"the run's stages ran in more than its run worker's process: {pids}")
 
 
