@@ -1,6 +1,7 @@
 """The whole low-mode pipeline against its raw-engine floor, measured in the same run (issue 15).
 
     PYTHONPATH=. .venv/bin/python bench/pipeline.py [--runs 3] [--seconds 146] [--executor multiprocess]
+    PYTHONPATH=. .venv/bin/python bench/pipeline.py --long [1440]   # short clip vs a 24-minute one: RTF, RSS
 
 The clip: `en_monologue.mp4` concatenated to about `--seconds` (English, one speaker, ASR path,
 re-voiced in English). Each run measures, on that clip:
@@ -115,6 +116,55 @@ def floor(clip: Path, work: Path) -> dict[str, float]:
     return times
 
 
+class PeakRss:
+    """Peak resident memory (VmHWM) of the daemon and every process below it, sampled once a second: the run
+    worker (every stage, under the in-process executor), the code server, ffmpeg children."""
+
+    def __init__(self, root: int) -> None:
+        import threading
+
+        self.root, self.peaks, self.names = root, {}, {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            parents: dict[int, int] = {}
+            for entry in Path("/proc").iterdir():
+                if entry.name.isdigit():
+                    try:
+                        parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                    except (OSError, IndexError, ValueError):
+                        continue
+            tree, frontier = {self.root}, [self.root]
+            while frontier:
+                parent = frontier.pop()
+                for child in [c for c, pp in parents.items() if pp == parent and c not in tree]:
+                    tree.add(child)
+                    frontier.append(child)
+            for pid in tree:
+                try:
+                    status = Path(f"/proc/{pid}/status").read_text()
+                    hwm = next(int(x.split()[1]) for x in status.splitlines() if x.startswith("VmHWM:"))
+                    self.peaks[pid] = max(self.peaks.get(pid, 0), hwm * 1024)
+                    if pid not in self.names:
+                        self.names[pid] = Path(f"/proc/{pid}/cmdline").read_bytes().replace(
+                            b"\0", b" ")[:120].decode(errors="replace")
+                except (OSError, StopIteration, IndexError, ValueError):
+                    continue
+            self._stop.wait(1.0)
+
+    def stop(self) -> tuple[float, str]:
+        """(the largest process's peak in bytes, its command line)."""
+        self._stop.set()
+        self._thread.join(10)
+        if not self.peaks:
+            return float("nan"), ""
+        pid = max(self.peaks, key=self.peaks.get)
+        return float(self.peaks[pid]), self.names.get(pid, "")
+
+
 def pipeline(clip: Path, root: Path, executor: str = "") -> dict[str, float]:
     """Submit to delivered through a real daemon; the run's step times from its event log."""
     import dagster as dg
@@ -125,10 +175,13 @@ def pipeline(clip: Path, root: Path, executor: str = "") -> dict[str, float]:
     try:
         e2e.dubbing("instance", "init")
         start_daemon(e2e, REPO / "workspace.yaml")
+        rss = PeakRss(e2e.procs.procs["daemon"].pid)
         t, t_wall = time.monotonic(), time.time()
         key = e2e.submit(clip, "Bench Series", "e01", "--to", "en")
-        waited = e2e.wait(key, 1800)
+        t_submitted = time.time()
+        waited = e2e.wait(key, 7200)
         total = time.monotonic() - t
+        peak_rss, peak_cmd = rss.stop()
         if waited.returncode != 0:
             raise SystemExit(f"the pipeline run failed:\n{waited.stdout}\n{waited.stderr}\n{e2e.diagnostics()}")
         with dg.DagsterInstance.from_config(str(e2e.dagster_home)) as instance:
@@ -143,15 +196,18 @@ def pipeline(clip: Path, root: Path, executor: str = "") -> dict[str, float]:
                 elif kind == dg.DagsterEventType.STEP_SUCCESS:
                     ends[entry.step_key] = entry.timestamp
         steps = {k: ends[k] - starts[k] for k in ends if k in starts}
-        # where the time outside the stages goes: submit to the run's creation (sensor), creation to the
+        # where the time outside the stages goes: the `dubbing submit` command (validate, copy, hash), then to
+        # the run's creation (the sensor's tick: up to 5 s apart, Dagster's floor), creation to the
         # worker's start (queue, launch, imports), start to the first stage, between stages, after the last
         # stage to the run's end, and the run's end to `dubbing wait` returning
         created, started, ended = record.create_timestamp.timestamp(), record.start_time, record.end_time
         first, last = min(starts.values()), max(ends.values())
-        breakdown = {"sensor": created - t_wall, "queue_launch": started - created, "to_first_stage": first - started,
+        breakdown = {"submit": t_submitted - t_wall, "sensor": created - t_submitted,
+                     "queue_launch": started - created, "to_first_stage": first - started,
                      "between_stages": (last - first) - sum(steps.values()), "to_run_end": ended - last,
                      "wait_return": (t_wall + total) - ended}
-        return {"total": total, **{f"step:{k}": v for k, v in steps.items()},
+        print(f"peak RSS {peak_rss / 2**30:.2f} GiB ({peak_cmd[:80]})", flush=True)
+        return {"total": total, "peak_rss": peak_rss, **{f"step:{k}": v for k, v in steps.items()},
                 **{f"orch:{k}": v for k, v in breakdown.items()}, "orchestration": total - sum(steps.values())}
     finally:
         e2e.procs.stop_all()
@@ -162,7 +218,12 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=146.0)
     parser.add_argument("--executor", default="", help="DUBBING_EXECUTOR for the daemon (default: the project's)")
+    parser.add_argument("--long", type=float, nargs="?", const=1440.0, default=None, metavar="SECONDS",
+                        help="instead: the pipeline on the short clip, then on a clip of SECONDS (default 24 min); "
+                             "the RTF of each and the run worker's peak RSS")
     args = parser.parse_args()
+    if args.long:
+        return long_run(args.seconds, args.long, args.executor)
     tmp = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     try:
         clip = build_clip(tmp / "bench_clip.mp4", args.seconds)
@@ -199,6 +260,30 @@ def main() -> None:
                        {f"step:{s}" for s in STAGE_FLOOR})
         print("other stages (s, min over runs): " + ", ".join(
             f"{k[5:]} {min(p.get(k, float('nan')) for _, p in results):.1f}" for k in other))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def long_run(short_s: float, long_s: float, executor: str) -> None:
+    """Linear in length, constant in memory: the short clip's pipeline RTF against a long one's, same run."""
+    from dubbing_assets.core.media import probe
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-long-"))
+    try:
+        rows = []
+        for name, seconds in (("short", short_s), ("long", long_s)):
+            clip = build_clip(tmp / f"{name}.mp4", seconds)
+            duration = float(probe(clip)["duration_s"])
+            p = pipeline(clip, tmp / f"run-{name}", executor)
+            rows.append((name, duration, p))
+            print(f"{name}: {duration:.0f} s clip, submit to delivered {p['total']:.1f} s, RTF "
+                  f"{p['total'] / duration:.3f}, peak RSS {p['peak_rss'] / 2**30:.2f} GiB", flush=True)
+        (_, d_short, p_short), (_, d_long, p_long) = rows
+        ratio = (p_long["total"] / d_long) / (p_short["total"] / d_short)
+        print(f"\nlong RTF / short RTF = {ratio:.3f} (goal <= 1.10); peak RSS {p_long['peak_rss'] / 2**30:.2f} GiB "
+              "(goal < 3 GiB)")
+        print("long run's stages (s): " + ", ".join(f"{k[5:]} {v:.1f}" for k, v in p_long.items()
+                                                       if k.startswith("step:")))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
