@@ -45,7 +45,8 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "DUBBING_INBOX_STABLE_TICKS": (
         "2", "Sensor ticks in a row an inbox file must be seen unchanged (size, mtime) before it is taken."),
     "DUBBING_INBOX_SETTLE_S": (
-        "10", "Seconds since an inbox file last changed before it is taken (an empty file: 10 minutes; a file `dubbing submit` wrote is taken at once)."),
+        "10", "Seconds since an inbox file last changed before it is taken (an empty file: 10 minutes; a file "
+              "`dubbing submit` wrote is taken at once)."),
     "DUBBING_LANE_TAGS": (
         "(unset)", "YAML file of extra run tags per lane (Kubernetes: docker/k8s/run-tags.yaml, the gpu lane's "
                    "`dagster-k8s/config`); read by the sensor and when the code location loads."),
