@@ -210,3 +210,28 @@ def test_every_limit_is_in_the_report_with_its_meaning(tmp_path: Path) -> None:
     limits = md.split("## Limits", 1)[1].split("\n## ", 1)[0]
     for name, meaning in LIMIT_MEANINGS.items():
         assert f"| {name} | {THRESHOLDS[name]:.4g} | {meaning} |" in limits
+
+
+def test_isochrony_figures_in_every_report(tmp_path: Path) -> None:
+    """Issue 17 item 3: speech overlap (IoU of source and dub speech, per line and over the episode), the
+    speaking-time ratio and the distribution of speed-ups, in the summary and the report."""
+    report = build_report(fits(tmp_path), lines(), loudness={"integrated_lufs": -23.0, "true_peak_db": -2.0,
+                                                            "clipped_samples": 0})
+    s = report.summary
+    # by hand: source [1,3] [4,6] [6.5,8]; dub from each audible onset: [1.01,2.8] [4.05,6.3] [6.5,7.7]
+    assert s["speech_overlap"] == pytest.approx(4.94 / 5.8, abs=0.01)
+    assert s["median_line_overlap"] == pytest.approx(0.8478, abs=0.01)
+    assert s["speaking_time_ratio"] == pytest.approx(5.24 / 5.5, abs=0.01)
+    assert s["sped_up_lines"] == 1 and s["sped_up_share"] == pytest.approx(1 / 3, abs=1e-3)
+    assert s["median_speed"] == pytest.approx(1.0) and s["p90_speed"] == pytest.approx(1.212, abs=1e-3)
+    md = report.to_markdown()
+    assert "## Isochrony" in md and "| speech_overlap | 0.85" in md and "human dubs average about 0.66" in md
+
+
+def test_isochrony_of_a_dub_that_speaks_late_and_long() -> None:
+    from dubbing_assets.core.qa import LineQA, isochrony
+
+    line = LineQA(0, "A", 0.0, 1.0, 0.5, 2.5, 0.5, 500.0, 1.0, 1.0, 1.0, 0.0, 0.0, "x")
+    iso = isochrony([line])
+    assert iso["speech_overlap"] == pytest.approx(0.5 / 2.5) and iso["speaking_time_ratio"] == pytest.approx(2.0)
+    assert isochrony([])["speech_overlap"] is None
