@@ -486,7 +486,7 @@ def announce_file(state_db: Path, relpath: str, st: os.stat_result) -> None:
 
     `dubbing submit` calls this after it has copied the file beside its place and renamed it in: no upload
     can still be writing it, so the sensor takes it on its next tick instead of waiting for it to settle
-    (two unchanged ticks and DUBBING_INBOX_SETTLE_S, about 20 s). A file changed after this is stat'ed
+    (two unchanged ticks and DUBBING_INBOX_SETTLE_S: 10-20 s). A file changed after this is stat'ed
     differently and settles like any other drop.
     """
     db = sqlite3.connect(state_db, timeout=30, isolation_level=None)
