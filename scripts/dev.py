@@ -11,7 +11,7 @@ Dagster stack, CPU torch 2.13, the offline models shipped in packages and a
 static ffmpeg (imageio-ffmpeg) where the system has none. High mode (XTTS v2
 through coqui-tts) lands in ./.venv-high: the same project with the `xtts`
 extra, whose pins (torch 2.11.0, torchaudio 2.11.0, torchcodec 0.17,
-coqui-tts 0.28.0) live in pyproject.toml; about 6.7 GB and 3 minutes here.
+coqui-tts 0.28.0, demucs 4.1.0) live in pyproject.toml; about 6.7 GB and 3 minutes here.
 
 `test` runs three passes, all of which must pass: the suite without the
 high-mode tests in .venv (with Debian's ffmpeg on PATH where it can be

@@ -123,6 +123,7 @@ def test_surround_uses_the_centre_channel(tmp_path: Path) -> None:
     assert _db(background[mask, 2]) < _db(speech[mask]) - 25
 
 
+@pytest.mark.required  # the low environment (.venv) has no demucs: there it always runs
 def test_demucs_without_the_package_says_what_to_install(tmp_path: Path) -> None:
     if importlib.util.find_spec("demucs") is not None:
         pytest.skip("demucs is installed here; the tiny-model test below covers it")
@@ -130,12 +131,16 @@ def test_demucs_without_the_package_says_what_to_install(tmp_path: Path) -> None
         DemucsSeparator().separate(tmp_path / "x.wav", tmp_path)
 
 
+@pytest.mark.highmode  # demucs comes with the xtts extra: .venv-high
+@pytest.mark.required
 def test_demucs_offline_without_weights_is_a_clear_error(tmp_path: Path) -> None:
     pytest.importorskip("demucs")
     with pytest.raises(ModelNotFoundError, match="DUBBING_MODELS_DIR"):
         DemucsSeparator("htdemucs", allow_download=False).separate(tmp_path / "x.wav", tmp_path)
 
 
+@pytest.mark.highmode  # demucs comes with the xtts extra: .venv-high
+@pytest.mark.required
 def test_demucs_runs_a_tiny_random_model(tmp_path: Path) -> None:
     pytest.importorskip("demucs")
     import torch
