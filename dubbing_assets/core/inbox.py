@@ -285,17 +285,18 @@ class InboxScanner:
                 continue
             present.add(relpath)
             prev = known.get(relpath)
+            changed = prev is None or prev[0] != st.st_size or prev[1] != st.st_mtime_ns
             if relpath in announced:
-                if announced[relpath] == (st.st_size, st.st_mtime_ns) and (
-                        prev is None or not (prev[4] and prev[4] == prev[3] and prev[2])):
+                taken = not changed and prev[4] and prev[4] == prev[3] and prev[2]
+                if announced[relpath] == (st.st_size, st.st_mtime_ns) and not taken:
                     # Written whole by `dubbing submit` (copied beside, then renamed) and not touched since:
                     # nothing is still uploading it, so it is taken on this tick, without settling.
-                    if prev is None or prev[0] != st.st_size or prev[1] != st.st_mtime_ns:
+                    if changed:
                         updates.append((relpath, st.st_size, st.st_mtime_ns))
                     ready_rows.append((series, relpath, st, prev[4] if prev else None, refusal))
                     continue
-                stale_announcements.append(relpath)  # changed since the submit: it settles like any drop
-            if prev is None or prev[0] != st.st_size or prev[1] != st.st_mtime_ns:
+                stale_announcements.append(relpath)  # taken, or changed since the submit: settles like any drop
+            if changed:
                 # New or still changing: remember and wait one tick.
                 updates.append((relpath, st.st_size, st.st_mtime_ns))
                 result.waiting += 1

@@ -183,3 +183,18 @@ def test_a_submitted_file_changed_afterwards_settles_like_a_drop(tmp_path: Path)
     assert s.scan().ready == []
     assert s.scan().ready == []
     assert [e.relpath for e in s.scan().ready] == ["show/ep.mp4"]
+
+
+def test_a_new_version_submitted_over_a_taken_file_is_taken_at_once_too(tmp_path: Path) -> None:
+    from dubbing_assets.core.inbox import announce_file
+
+    state = tmp_path / "state" / "inbox.sqlite"
+    path = _drop(tmp_path, "show", "ep.mp4")
+    s = _scanner(tmp_path, stable_ticks=2, settle_s=3600)
+    announce_file(state, "show/ep.mp4", path.stat())
+    (first,) = s.scan().ready
+    s.mark_requested(first)
+    shutil.copyfile(MEDIA / "ja_two_speakers.mkv", path)  # the owner's next version, written whole by submit
+    announce_file(state, "show/ep.mp4", path.stat())
+    (second,) = s.scan().ready
+    assert second.key == first.key and second.changed and second.fingerprint != first.fingerprint
