@@ -129,20 +129,10 @@ class PeakRss:
         self._thread.start()
 
     def _loop(self) -> None:
+        from dubbing_assets_tests.e2e_helpers import process_tree
+
         while not self._stop.is_set():
-            parents: dict[int, int] = {}
-            for entry in Path("/proc").iterdir():
-                if entry.name.isdigit():
-                    try:
-                        parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                    except (OSError, IndexError, ValueError):
-                        continue
-            tree, frontier = {self.root}, [self.root]
-            while frontier:
-                parent = frontier.pop()
-                for child in [c for c, pp in parents.items() if pp == parent and c not in tree]:
-                    tree.add(child)
-                    frontier.append(child)
+            tree = process_tree([self.root])
             for pid in tree:
                 try:
                     status = Path(f"/proc/{pid}/status").read_text()

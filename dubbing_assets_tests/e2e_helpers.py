@@ -54,6 +54,27 @@ def find_ffmpeg() -> str | None:
         return None
 
 
+def process_tree(roots: Iterable[int]) -> set[int]:
+    """The live processes among `roots` and all their descendants, from /proc (a run worker and its
+    children, a daemon and everything below it)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    found = {pid for pid in roots if pid in parents}
+    frontier = list(found)
+    while frontier:
+        pid = frontier.pop()
+        for child, parent in parents.items():
+            if parent == pid and child not in found:
+                found.add(child)
+                frontier.append(child)
+    return found
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from dubbing_assets_tests.e2e_helpers import REPO, make_home, start_daemon, wait_until
+from dubbing_assets_tests.e2e_helpers import REPO, make_home, process_tree, start_daemon, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.required, pytest.mark.timeout(1800)]
 
@@ -29,22 +29,7 @@ def _processes_of(instance, run_id: str) -> list[int]:
 
     workers = {r.event_log_entry.dagster_event.pid for r in instance.get_records_for_run(
         run_id, of_type=dg.DagsterEventType.RUN_START).records}
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except OSError:
-                continue
-    found = {pid for pid in workers if pid in parents}
-    frontier = list(found)
-    while frontier:
-        pid = frontier.pop()
-        for child, parent in parents.items():
-            if parent == pid and child not in found:
-                found.add(child)
-                frontier.append(child)
-    return sorted(found)
+    return sorted(process_tree(workers))
 
 
 def _step_events(instance, run_id: str, kind) -> list[str]:

@@ -460,15 +460,15 @@ def isochrony(lines: Sequence[LineQA]) -> dict[str, float | int | None]:
     line's audible onset to its end), per line and over the episode; professional human dubs average
     about 0.66 (Brannon et al. 2023). The speaking-time ratio is dub seconds over source seconds.
     """
-    src = [(ln.source_start, ln.source_end) for ln in lines if ln.source_end > ln.source_start]
-    dub = [(ln.dub_onset if ln.dub_onset is not None else ln.dub_start, ln.dub_end) for ln in lines]
-    dub = [(a, b) for a, b in dub if b > a]
+    pairs = [((ln.source_start, ln.source_end), (ln.dub_onset if ln.dub_onset is not None else ln.dub_start,
+                                                 ln.dub_end)) for ln in lines]
+    src = [a for a, _ in pairs if a[1] > a[0]]
+    dub = [b for _, b in pairs if b[1] > b[0]]
     if not src or not dub:
         return {"speech_overlap": None, "median_line_overlap": None, "speaking_time_ratio": None,
                 "sped_up_lines": 0, "sped_up_share": None, "median_speed": None, "p90_speed": None}
     both = _union_s(src) + _union_s(dub) - _union_s(src + dub)  # |A n B| = |A| + |B| - |A u B|
-    per_line = [_iou((ln.source_start, ln.source_end),
-                     (ln.dub_onset if ln.dub_onset is not None else ln.dub_start, ln.dub_end)) for ln in lines]
+    per_line = [_iou(a, b) for a, b in pairs]
     speeds = np.array([ln.speed for ln in lines], dtype=float)
     sped = int(np.sum(speeds > SPED_UP + 1e-9))
     return {"speech_overlap": round(both / _union_s(src + dub), 4),
