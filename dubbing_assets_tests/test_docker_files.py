@@ -116,13 +116,16 @@ def _compose_v2() -> list[str] | None:
 
     spec = importlib.util.find_spec("compose")
     bundled = Path(spec.origin).parent / "docker-compose" if spec and spec.origin else None
-    candidates = [["docker", "compose"], ["docker-compose"]] + ([[str(bundled)]] if bundled else [])
-    for candidate in candidates:
-        if shutil.which(candidate[0]):
-            version = subprocess.run([*candidate, "version", "--short"], capture_output=True, text=True,
+    # the bundled binary before a bare `docker-compose`, which may be that package's wrapper; absolute
+    # paths, because the validation runs with a minimal PATH
+    candidates = [["docker", "compose"]] + ([[str(bundled)]] if bundled else []) + [["docker-compose"]]
+    for name, *rest in candidates:
+        found = shutil.which(name)
+        if found:
+            version = subprocess.run([found, *rest, "version", "--short"], capture_output=True, text=True,
                                      timeout=30)
             if version.returncode == 0 and version.stdout.strip().lstrip("v")[:1] not in ("", "0", "1"):
-                return candidate
+                return [found, *rest]
     return None
 
 
