@@ -25,7 +25,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 ARTIFACTS = REPO / "test-artifacts"
-FFMPEG_SKIP = "ffmpeg not available; install ffmpeg to run this smoke test"
+FFMPEG_SKIP = "no ffmpeg at all: neither on PATH nor from imageio-ffmpeg (a dependency); reinstall the project"
 
 #: Settings that would leak the developer's own folders or key into a test home.
 OVERRIDES = ("DUBBING_INBOX", "DUBBING_OUTPUT", "DUBBING_STORAGE", "DUBBING_KEYRING", "DUBBING_LOG_DIR",

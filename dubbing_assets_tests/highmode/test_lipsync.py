@@ -139,7 +139,7 @@ def test_no_face_keeps_the_unsynced_video(models_dir: Path, clips: dict[str, Pat
             result = get_plugin("wav2lip", registry=registry).sync(video, clips["audio"], tmp_path / "out.mp4")
             assert result.reason.startswith(NO_DETECTOR) and "opencv-python-headless<5" in result.reason
             _assert_unsynced(result, video, before, tmp_path / "out.mp4")
-            pytest.skip("OpenCV >= 5 ships no Haar cascade; the no-face path ran with the stand-in detector")
+            return  # OpenCV >= 5 ships no Haar cascade: the hand-back with its reason is what is checked
         assert haar(np.zeros((240, 320, 3), dtype=np.uint8)) is None
         plugin = get_plugin("wav2lip", registry=registry)
     else:
