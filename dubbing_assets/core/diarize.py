@@ -9,8 +9,8 @@ faster. Resemblyzer's vector stays each speaker's identity (the character
 store, the voice bank and the clone checks compare in its space).
 
 The number of speakers comes from the data: average-linkage clustering of the
-d-vectors, cut in the widest gap between merge heights, provided the cut lies
-above `MIN_SPEAKER_DISTANCE` (below it, every line is one voice). Each line
+d-vectors, cut below the merge above `MIN_SPEAKER_DISTANCE` that gives the best
+mean silhouette (with every merge below it, every line is one voice). Each line
 gets a confidence (how much nearer its own speaker's lines are than the next
 speaker's). Speakers are named spk0, spk1, ... in order of first appearance
 so labels are stable across reruns.
@@ -153,8 +153,9 @@ def cluster_speakers(embeddings: np.ndarray, *, floor: float = MIN_SPEAKER_DISTA
                      ) -> tuple[list[int], list[float], dict[str, Any]]:
     """(cluster per item, confidence per item in [0, 1], what decided) for L2-normalised embeddings.
 
-    The dendrogram (average linkage, cosine) is cut in its widest gap between consecutive merge
-    heights among the cuts above `floor`; with every merge below `floor`, all items are one speaker.
+    The dendrogram (average linkage, cosine) is cut just below one of its merges above `floor`: the cut
+    with the best mean silhouette. With every merge below `floor`, all items are one speaker. (The widest
+    gap between merge heights, used before, hung on two nearly equal gaps for two similar women.)
     """
     n = len(embeddings)
     if n < 2:
@@ -166,30 +167,55 @@ def cluster_speakers(embeddings: np.ndarray, *, floor: float = MIN_SPEAKER_DISTA
     tree = linkage(dist, "average")
     heights = tree[:, 2]
     info: dict[str, Any] = {"merge_heights": [round(float(h), 3) for h in heights], "floor": floor}
+    square = squareform(dist)
     if heights.max() < floor:
         labels = [0] * n
         info["speakers_chosen_by"] = f"every merge below {floor}"
     else:
-        below = np.concatenate([[0.0], heights[:-1]])
-        gaps = np.where(heights >= floor, heights - below, -1.0)
-        cut = int(np.argmax(gaps))
-        threshold = (below[cut] + heights[cut]) / 2
-        labels = [int(x) - 1 for x in fcluster(tree, t=threshold, criterion="distance")]
-        info.update(speakers_chosen_by="widest gap between merge heights", cut_at=round(float(threshold), 3),
-                    gap=round(float(gaps[cut]), 3))
-    square = squareform(dist)
-    groups = sorted(set(labels))
+        # each merge above the floor is a candidate cut; keep the one whose clusters are tightest against
+        # their nearest neighbour (mean silhouette), which weighs every line rather than one gap in heights
+        best: tuple[float, float, list[int]] | None = None
+        scores: dict[str, float] = {}
+        for height in sorted({float(h) for h in heights if h >= floor}):
+            below = float(max([h for h in heights if h < height], default=0.0))
+            threshold = (below + height) / 2
+            cut = [int(x) - 1 for x in fcluster(tree, t=threshold, criterion="distance")]
+            score = _silhouette(square, cut)
+            scores[str(len(set(cut)))] = round(score, 3)
+            if best is None or score > best[0] + 1e-9:
+                best = (score, threshold, cut)
+        assert best is not None
+        _, threshold, labels = best
+        info.update(speakers_chosen_by="best mean silhouette among the cuts above the floor",
+                    cut_at=round(threshold, 3), silhouette_by_speakers=scores)
     confidence = []
-    for i, own in enumerate(labels):
-        mates = [j for j in range(n) if labels[j] == own and j != i]
-        a = float(square[i, mates].mean()) if mates else 0.0
-        others = [float(square[i, [j for j in range(n) if labels[j] == g]].mean()) for g in groups if g != own]
-        if not others:  # one speaker: sure unless this line is far from the rest
-            confidence.append(1.0 if a < floor else 0.5)
+    for i in range(n):
+        a, b = _near_far(square, labels, i)
+        if b is None:  # one speaker: sure unless this line is far from the rest
+            confidence.append(1.0 if (a or 0.0) < floor else 0.5)
             continue
-        b = min(others)
+        a = a or 0.0
         confidence.append(round(max(0.0, min(1.0, (b - a) / max(a, b, 1e-6))), 3))
     return labels, confidence, info
+
+
+def _near_far(square: np.ndarray, labels: list[int], i: int) -> tuple[float | None, float | None]:
+    """(mean distance of item i to its own cluster's other items, to the nearest other cluster); None if none."""
+    lab = np.asarray(labels)
+    mates = lab == lab[i]
+    mates[i] = False
+    a = float(square[i, mates].mean()) if mates.any() else None
+    b = min((float(square[i, lab == g].mean()) for g in set(lab.tolist()) if g != lab[i]), default=None)
+    return a, b
+
+
+def _silhouette(square: np.ndarray, labels: list[int]) -> float:
+    """Mean silhouette of a labelling (an item alone in its cluster scores 0, as in scikit-learn)."""
+    values = []
+    for i in range(len(labels)):
+        a, b = _near_far(square, labels, i)
+        values.append(0.0 if a is None or b is None else (b - a) / max(a, b, 1e-12))
+    return float(np.mean(values))
 
 
 def _build(labels_by_item: list[tuple[int, str, float, np.ndarray]], method: str,
