@@ -64,6 +64,16 @@ class AsrOptions:
     refine_max_shift_s: float = 0.6
 
 
+#: A speech region overlapping a line by no more than this, or by less than a quarter of the region, is
+#: not the line's own (VAD frames are 32 ms; a neighbour's region can run two frames into the line).
+GRAZE_S = 0.05
+
+
+def _own(region: tuple[float, float], start: float, end: float) -> bool:
+    overlap = min(region[1], end) - max(region[0], start)
+    return overlap > GRAZE_S and overlap >= 0.25 * (region[1] - region[0])
+
+
 def refine_line_times(lines: list[Line], speech: Sequence[tuple[float, float]], *,
                       max_shift_s: float = 0.6) -> None:
     """Snap each line's start/end to nearby VAD speech edges, in place.
@@ -81,7 +91,9 @@ def refine_line_times(lines: list[Line], speech: Sequence[tuple[float, float]], 
     for i, line in enumerate(lines):
         prev_end = lines[i - 1].end if i > 0 else 0.0
         next_start = lines[i + 1].start if i + 1 < len(lines) else float("inf")
-        inside = [r for r in regions if r[1] > line.start and r[0] < line.end]
+        # a region the line only grazes (whisper closes the pause: this line starts where the last one ended,
+        # and that one's speech region ends a frame or two later) is the neighbour's speech, not this line's
+        inside = [r for r in regions if _own(r, line.start, line.end)]
         if not inside:
             continue
         first, last = inside[0], inside[-1]

@@ -146,3 +146,20 @@ def test_dvector_embedder_separates_similar_voices_better_than_resemblyzer(tmp_p
               f"same voice mean {np.mean(within):.3f} min {min(within):.3f}")
         if name == "dvector":
             assert max(women) < min(within) and np.mean(women) < 0.6
+
+
+def test_a_line_starting_where_the_last_one_ended_snaps_to_its_own_speech() -> None:
+    """Whisper closes a 0.4 s pause between two speakers: line 1 starts at line 0's end (3.40), and the VAD's
+    region of line 0 ends two frames later (3.456). Line 1 must start where its own speech does (3.807);
+    before, the grazed region counted as the line's first and the start stayed 0.4 s early (the figures of
+    the three-speaker clip's dialogue stem under the static ffmpeg: 3 of 7 dub onsets 400-490 ms early)."""
+    from dubbing_assets.core.asr import refine_line_times
+    from dubbing_assets.core.model import Line, Word
+
+    lines = [Line(index=0, start=1.033, end=3.4, speaker="?", text="a", words=[Word(0.62, 1.14, "a")]),
+             Line(index=1, start=3.4, end=7.392, speaker="?", text="b", words=[Word(3.4, 4.0, "b")]),
+             Line(index=2, start=8.012, end=9.78, speaker="?", text="c", words=[Word(7.78, 8.1, "c")]),
+             Line(index=3, start=9.78, end=11.072, speaker="?", text="d", words=[Word(9.78, 10.36, "d")])]
+    speech = [(1.033, 3.456), (3.807, 4.352), (4.909, 5.28), (5.686, 7.392), (8.012, 9.888), (10.265, 11.072)]
+    refine_line_times(lines, speech)
+    assert [ln.start for ln in lines] == [1.033, 3.807, 8.012, 10.265]
