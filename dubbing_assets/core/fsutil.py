@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,28 @@ def atomic_write_json(path: Path, data: Any, *, mode: int = 0o644) -> None:
 
 def read_json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+def cached_json(paths: Sequence[Path], build: Callable[[], dict[str, Any]],
+                valid: Callable[[dict[str, Any]], bool] = lambda _: True) -> tuple[dict[str, Any], bool]:
+    """(entry, whether it was built): the first readable, `valid` copy among `paths`, copied into those
+    that lack it; else `build()`, written to all. A read-only or full cache only costs a rebuild later."""
+    found: dict[str, Any] | None = None
+    for path in paths:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if isinstance(data, dict) and valid(data):
+                found = data
+                break
+        except (OSError, ValueError):
+            continue  # absent or damaged: the next copy, or a rebuild
+    built = found is None
+    entry = build() if found is None else found
+    for path in paths:
+        if built or not path.is_file():
+            with contextlib.suppress(OSError):
+                atomic_write_text(path, json.dumps(entry))
+    return entry, built
 
 
 def file_sha256(path: Path) -> str:

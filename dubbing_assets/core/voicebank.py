@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from dubbing_assets.core.fsutil import atomic_write_text
+from dubbing_assets.core.fsutil import cached_json
 from dubbing_assets.core.model import Voice
 
 SAMPLE_TEXT = ("The morning train was late again, so I walked to the office. "
@@ -90,6 +90,9 @@ def user_cache_dir() -> Path:
     return Path(root) / "dubbing_assets"
 
 
+_ENTRY_KEYS = {"engine", "voice", "speaker_id", "gender", "f0_hz", "embedding"}
+
+
 def build_bank(engines: Sequence[Any], cache_dir: Path | Sequence[Path] | None, *,
                embed: Callable[[Any], Sequence[float]] | None = None,
                log: Callable[[str], None] | None = None) -> list[BankVoice]:
@@ -109,41 +112,24 @@ def build_bank(engines: Sequence[Any], cache_dir: Path | Sequence[Path] | None, 
         for name, speaker_id in _entries(engine):
             digest = hashlib.sha256(json.dumps([BANK_VERSION, engine.name, engine.version, name, speaker_id,
                                                 SAMPLE_TEXT, diarize.ENCODER]).encode()).hexdigest()[:24]
-            cached = next((f / f"{digest}.json" for f in folders if (f / f"{digest}.json").is_file()), None)
-            if cached is not None:
-                try:
-                    d = json.loads(cached.read_text(encoding="utf-8"))
-                    bank.append(BankVoice(d["engine"], d["voice"], d["speaker_id"], d["gender"], d["f0_hz"],
-                                          tuple(d["embedding"])))
-                    for folder in folders:  # fill the caches that lack it
-                        if not (folder / f"{digest}.json").is_file():
-                            _write_entry(folder / f"{digest}.json", d)
-                    continue
-                except (OSError, ValueError, KeyError):
-                    pass  # a damaged entry is rebuilt below
-            voice = Voice(engine=engine.name, voice=name, speaker_id=speaker_id, length_scale=1.0,
-                          pitch_semitones=0.0, settings={})
-            with tempfile.TemporaryDirectory() as tmp:
-                result = engine.synthesize(SAMPLE_TEXT, voice, Path(tmp) / "sample.wav")
-                audio = load_audio_mono16k(result.path)
-            f0 = median_f0(audio, [(0.0, len(audio) / 16000)])
-            gender = _name_gender(engine, name) or range_hint(f0)
-            entry = BankVoice(engine.name, name, speaker_id, gender, None if f0 is None else round(f0, 1),
-                              tuple(round(float(x), 6) for x in embed(audio)))
-            for folder in folders:
-                _write_entry(folder / f"{digest}.json", entry.to_dict())
-            if log is not None:
-                log(f"voice bank: embedded {entry.key} ({gender or 'unknown gender'}, F0 {entry.f0_hz})")
-            bank.append(entry)
+            def build(engine: Any = engine, name: str = name, speaker_id: int | None = speaker_id) -> dict[str, Any]:
+                voice = Voice(engine=engine.name, voice=name, speaker_id=speaker_id, length_scale=1.0,
+                              pitch_semitones=0.0, settings={})
+                with tempfile.TemporaryDirectory() as tmp:
+                    result = engine.synthesize(SAMPLE_TEXT, voice, Path(tmp) / "sample.wav")
+                    audio = load_audio_mono16k(result.path)
+                f0 = median_f0(audio, [(0.0, len(audio) / 16000)])
+                gender = _name_gender(engine, name) or range_hint(f0)
+                entry = BankVoice(engine.name, name, speaker_id, gender, None if f0 is None else round(f0, 1),
+                                  tuple(round(float(x), 6) for x in embed(audio)))
+                if log is not None:
+                    log(f"voice bank: embedded {entry.key} ({gender or 'unknown gender'}, F0 {entry.f0_hz})")
+                return entry.to_dict()
+
+            d, _ = cached_json([f / f"{digest}.json" for f in folders], build, valid=lambda d: _ENTRY_KEYS <= set(d))
+            bank.append(BankVoice(d["engine"], d["voice"], d["speaker_id"], d["gender"], d["f0_hz"],
+                                  tuple(d["embedding"])))
     return bank
-
-
-def _write_entry(path: Path, data: dict[str, Any]) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, json.dumps(data))
-    except OSError:
-        pass  # a read-only or full cache only costs the embedding next time
 
 
 def bank_engines(build: Callable[[str], Any], names: Sequence[str] = ("kokoro", "piper"),
