@@ -6,6 +6,8 @@ Seven turns by three Kokoro voices (two women, one man) with 0.35-1.1 s gaps and
 were (first and last sample above -40 dBFS of each turn as placed, on the file's own timeline, so the
 AAC priming shift Matroska keeps is included). The phoneme strings live in
 data/three_speakers/lines.json, so no Japanese front end is needed.
+`build_long_ja(folder)` does the same from data/long_ja/lines.json: twelve lines of two speakers, from one
+word to two sentences (issue 17: the length of each translation matters).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from dubbing_assets_tests.conftest import DATA
 
 RATE = 48000
 LINES = DATA / "three_speakers" / "lines.json"
+LONG_LINES = DATA / "long_ja" / "lines.json"
 PAD_DB = -16.0
 TAIL_S = 1.0
 
@@ -54,6 +57,15 @@ def _rms(x: np.ndarray) -> float:
 
 
 def build_three_speakers(folder: Path, registry=None) -> tuple[Path, list[Turn]]:
+    return build_clip(folder, LINES, "three_speakers", registry=registry)
+
+
+def build_long_ja(folder: Path, registry=None) -> tuple[Path, list[Turn]]:
+    """The long Japanese clip (issue 17): twelve lines of two speakers, from one word to two sentences."""
+    return build_clip(folder, LONG_LINES, "long_ja", registry=registry)
+
+
+def build_clip(folder: Path, lines: Path, name: str, registry=None) -> tuple[Path, list[Turn]]:
     import librosa
 
     from dubbing_assets.core.engines.kokoro import SAMPLE_RATE as KOKORO_RATE
@@ -62,7 +74,7 @@ def build_three_speakers(folder: Path, registry=None) -> tuple[Path, list[Turn]]
     from dubbing_assets.core.mux import audio_timing
 
     folder.mkdir(parents=True, exist_ok=True)
-    doc = json.loads(LINES.read_text(encoding="utf-8"))
+    doc = json.loads(lines.read_text(encoding="utf-8"))
     engine = KokoroEngine(registry=registry)
     pieces: list[tuple[float, np.ndarray, dict]] = []
     cursor = 0.0
@@ -83,15 +95,15 @@ def build_three_speakers(folder: Path, registry=None) -> tuple[Path, list[Turn]]
     for phase in (0.0, 2.1):  # a wide pad: left and right differ, the dialogue is centre-panned
         pad = np.resize(_chords(total, phase), len(dialogue))
         pads.append(pad * speech_rms * 10 ** (PAD_DB / 20) / max(1e-9, _rms(pad)))
-    wav = folder / "three_speakers.wav"
+    wav = folder / f"{name}.wav"
     import soundfile as sf
 
     sf.write(wav, np.stack([dialogue + pads[0], dialogue + pads[1]], axis=1), RATE, subtype="PCM_16")
-    out = folder / "three_speakers.mkv"
+    out = folder / f"{name}.mkv"
     run_ffmpeg(["-y", "-f", "lavfi", "-i", f"testsrc2=size=320x180:rate=12:duration={total:.3f}", "-i", str(wav),
                 "-map", "0:v", "-map", "1:a", "-c:v", "libx264", "-preset", "veryfast", "-crf", "35",
                 "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "96k", "-metadata:s:a:0", "language=jpn",
-                "-shortest", str(out)], what="building the three-speaker clip")
+                "-shortest", str(out)], what=f"building the {name} clip")
     wav.unlink()
     # the file's timeline: where its first decoded sample lands (Matroska keeps the AAC priming)
     offset = audio_timing(out, 1).first_sample_s
@@ -101,6 +113,6 @@ def build_three_speakers(folder: Path, registry=None) -> tuple[Path, list[Turn]]
         loud = np.where(np.abs(audio) > threshold)[0]
         turns.append(Turn(i, line["speaker"], line["voice"], round(start + loud[0] / RATE + offset, 3),
                           round(start + loud[-1] / RATE + offset, 3), line["text_ja"], line["text_en"]))
-    (folder / "three_speakers.truth.json").write_text(json.dumps([t.__dict__ for t in turns], ensure_ascii=False,
+    (folder / f"{name}.truth.json").write_text(json.dumps([t.__dict__ for t in turns], ensure_ascii=False,
                                                                  indent=1))
     return out, turns

@@ -279,3 +279,45 @@ class Transcriber:
             return " ".join(s.text.strip() for s in segments).strip()
         except Exception as exc:  # noqa: BLE001
             raise EngineError(f"Whisper {task} with {name!r} failed: {exc}") from exc
+
+    def hypotheses(self, audio: np.ndarray, *, language: str | None, task: str = "translate",
+                   beams: int = 5) -> list[tuple[str, float, str]]:
+        """Several readings of one short clip: [(text, average log-probability per token, origin)], unique.
+
+        The beam's n-best, the first of them the text `text()` returns (the same features, prompt and
+        options as faster-whisper's first, temperature-0 pass). Used to choose, among what whisper could
+        have said, the line that fits its slot (`core.fit_choice`). No sampling: CTranslate2 seeds each
+        worker thread's generator once per process, so samples differ between two calls, and a rerun
+        would then change lines (and miss the line cache) for nothing.
+        """
+        from faster_whisper.audio import pad_or_trim
+        from faster_whisper.tokenizer import Tokenizer
+        from faster_whisper.transcribe import get_suppressed_tokens
+
+        name = self.model_name_for(language, task)
+        model = self.load(name)
+        if task == "translate" and not model.model.is_multilingual:
+            raise ConfigError(f"Model {name!r} is English-only and cannot translate; use 'whisper-base'.")
+        clip = audio.astype(np.float32, copy=False)
+        if language is None:
+            language, _ = self.detect_language(clip)
+        try:
+            features = model.feature_extractor(clip)
+            encoded = model.encode(pad_or_trim(features[:, :-1]))  # transcribe()'s content frames
+            tokenizer = Tokenizer(model.hf_tokenizer, model.model.is_multilingual, task=task, language=language)
+            prompt = model.get_prompt(tokenizer, [], without_timestamps=True)
+            common = {"length_penalty": 1.0, "max_length": model.max_length, "return_scores": True,
+                      "suppress_blank": True, "suppress_tokens": get_suppressed_tokens(tokenizer, [-1]),
+                      "max_initial_timestamp_index": int(round(1.0 / model.time_precision))}
+            result = model.model.generate(encoded, [prompt], beam_size=beams, num_hypotheses=beams, **common)[0]
+        except Exception as exc:  # noqa: BLE001 - decoding errors
+            raise EngineError(f"Whisper {task} with {name!r} failed: {exc}") from exc
+        out: list[tuple[str, float, str]] = []
+        seen: set[str] = set()
+        for tokens, score in zip(result.sequences_ids, result.scores, strict=True):
+            text = tokenizer.decode(tokens).strip()
+            if not text or text.lower() in seen:
+                continue
+            seen.add(text.lower())
+            out.append((text, round(float(score) * len(tokens) / (len(tokens) + 1), 4), "beam"))
+        return out

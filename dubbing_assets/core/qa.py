@@ -259,6 +259,7 @@ def build_report(
     target_lufs: float = -23.0,
     transcribe: Callable[[Path], str] | None = None,
     dub_stem: Path | str | None = None,
+    source_stem: Path | str | None = None,
     thresholds: Mapping[str, float] | None = None,
 ) -> QAReport:
     """Measure every line and the mix, and decide the checks.
@@ -427,6 +428,7 @@ def build_report(
         "true_peak_db": loud.get("true_peak_db"),
         "clipped_samples": loud.get("clipped_samples"),
         **isochrony(out),
+        **(vad_isochrony(source_stem, dub_stem) if source_stem is not None and dub_stem is not None else {}),
     }
     report = QAReport(lines=out, checks=checks, loudness=loud, summary=summary, limits=dict(limits))
     report.summary["passed"] = report.passed
@@ -479,6 +481,27 @@ def isochrony(lines: Sequence[LineQA]) -> dict[str, float | int | None]:
             "p90_speed": round(float(np.percentile(speeds, 90)), 4)}
 
 
+#: A silence between two speech regions at least this long counts as a pause (a breath between phrases).
+PAUSE_S = 0.3
+
+
+def vad_isochrony(source: Path | str | np.ndarray, dub: Path | str | np.ndarray) -> dict[str, float | int | None]:
+    """The same question measured on the audio, not the line spans: Silero VAD on the dialogue stem and on
+    the dub-only track, their speech overlap (IoU over the episode), and how many pauses of `PAUSE_S` or
+    more each has (a dub that runs a line's two phrases together, or breaks one, changes the count)."""
+    from dubbing_assets.core.stems import vad_segments
+
+    src = vad_segments(source, min_silence_s=PAUSE_S)
+    dub = vad_segments(dub, min_silence_s=PAUSE_S)
+    if not src or not dub:
+        return {"vad_speech_overlap": None, "source_pauses": max(0, len(src) - 1), "dub_pauses": max(0, len(dub) - 1),
+                "pause_count_agreement": None}
+    both = _union_s(src) + _union_s(dub) - _union_s(src + dub)
+    a, b = len(src) - 1, len(dub) - 1
+    return {"vad_speech_overlap": round(both / _union_s(src + dub), 4), "source_pauses": a, "dub_pauses": b,
+            "pause_count_agreement": round(1.0 if max(a, b) == 0 else min(a, b) / max(a, b), 4)}
+
+
 ISOCHRONY_MEANINGS = {
     "speech_overlap": "intersection over union of source and dub speech over the episode (1 = the dub speaks "
                       "exactly when the original does; human dubs average about 0.66)",
@@ -488,6 +511,10 @@ ISOCHRONY_MEANINGS = {
     "sped_up_share": f"share of lines spoken faster than {SPED_UP}x",
     "median_speed": "median speed-up over the lines (1 = the voice's natural rate)",
     "p90_speed": "90th percentile of the speed-ups",
+    "vad_speech_overlap": "speech overlap measured by a VAD on the dialogue stem and the dub track itself",
+    "source_pauses": f"pauses of {PAUSE_S} s or more between speech in the dialogue stem (VAD)",
+    "dub_pauses": "the same in the dub track",
+    "pause_count_agreement": "fewer pauses over more, of the two counts (1 = the dub pauses as often as the source)",
 }
 
 

@@ -56,13 +56,24 @@ def apply_review(review_dir: Path, key: str, translation: Translation) -> int:
             if new is not None and new != line.text:
                 line.text = new
                 edits += 1
-    lines = [{"index": ln.index, "start": ln.start, "end": ln.end, "speaker": ln.speaker,
-              "source_text": ln.source_text, "text": ln.text} for ln in translation.lines]
+    lines = [_review_line(ln) for ln in translation.lines]
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(path, {"episode": key, "target_language": translation.target_language,
-                             "help": "Edit `text` of any line and save; the episode re-runs from translation.",
+                             "help": "Edit `text` of any line (or copy in one of its `alternatives`) and save; the "
+                                     "episode re-runs from translation and only edited lines are synthesized again.",
                              "lines": lines, "generated_hash": lines_hash(lines)}, mode=0o600)
     return edits
+
+
+def _review_line(line: Any) -> dict[str, Any]:
+    out = {"index": line.index, "start": line.start, "end": line.end, "speaker": line.speaker,
+           "source_text": line.source_text, "text": line.text}
+    if line.alternatives:  # what else the engine offered, with each one's predicted length against the slot
+        out["slot_s"] = line.slot_s
+        out["chosen_by"] = line.chosen_by
+        out["alternatives"] = [{k: a[k] for k in ("text", "seconds", "fit", "logprob") if k in a}
+                               for a in line.alternatives]
+    return out
 
 
 def load_glossary(output_root: Path, series: str) -> dict[str, str]:

@@ -30,6 +30,9 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "DUBBING_SCRIPT_SOURCE": ("subtitles-first", "`subtitles-first` or `asr`: where the script comes from."),
     "DUBBING_TRANSLATION_ENGINE": (
         "auto", "`auto`, `whisper-translate`, `subtitles`, `ctranslate2`, `passthrough`."),
+    "DUBBING_TRANSLATION_CANDIDATES": (
+        "5", "whisper-translate and ctranslate2: readings per line (the beam's n-best); the one "
+             "that best fits its slot at the voice's natural rate is spoken. 1 keeps the single best."),
     "DUBBING_ASR_MODEL": ("auto", "faster-whisper model name or folder; auto: tiny.en for English, else base."),
     "DUBBING_DEVICE": ("auto", "`auto`, `cpu` or `cuda` for the engines."),
     "DUBBING_LOUDNESS_LUFS": ("-23", "Integrated loudness target of the mix."),
@@ -84,6 +87,7 @@ class Settings:
     target_lang: str = "en"
     script_source: str = "subtitles-first"
     translation_engine: str = "auto"
+    translation_candidates: int = 5
     asr_model: str = "auto"
     device: str = "auto"
     loudness_lufs: float = -23.0
@@ -153,11 +157,15 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         settle_s = float(_env(env, "DUBBING_INBOX_SETTLE_S", "10"))
         clone_min = float(_env(env, "DUBBING_CLONE_MIN_SIMILARITY", "0.70"))
         tolerance_ms = float(_env(env, "DUBBING_QA_OVERFLOW_TOLERANCE_MS", "20"))
+        candidates = int(_env(env, "DUBBING_TRANSLATION_CANDIDATES", "5"))
     except ValueError as exc:
         raise ConfigError(f"A numeric DUBBING_* setting is not a number ({exc}); fix it or unset it.") from exc
     if not 0 <= tolerance_ms < 10_000:
         raise ConfigError(f"DUBBING_QA_OVERFLOW_TOLERANCE_MS={tolerance_ms:g} is not valid; use milliseconds "
                           "from 0 (every overflow counts) upwards, e.g. 20.")
+    if not 1 <= candidates <= 32:
+        raise ConfigError(f"DUBBING_TRANSLATION_CANDIDATES={candidates} is not valid; use 1 (the single best "
+                          "reading) to 32.")
     script_source = _env(env, "DUBBING_SCRIPT_SOURCE", "subtitles-first")
     if script_source not in ("subtitles-first", "asr"):
         raise ConfigError(
@@ -178,6 +186,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         target_lang=_env(env, "DUBBING_TARGET_LANG", "en").lower(),
         script_source=script_source,
         translation_engine=_env(env, "DUBBING_TRANSLATION_ENGINE", "auto"),
+        translation_candidates=candidates,
         asr_model=_env(env, "DUBBING_ASR_MODEL", "auto"),
         device=_env(env, "DUBBING_DEVICE", "auto"),
         loudness_lufs=lufs,

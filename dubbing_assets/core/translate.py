@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import unicodedata
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -155,12 +156,14 @@ class WhisperTranslator:
     name = "whisper-translate"
 
     def __init__(self, transcriber: Any = None, *, model: str = "whisper-base",
-                 registry: ModelRegistry | None = None, device: str = "auto", pad_s: float = 0.15) -> None:
+                 registry: ModelRegistry | None = None, device: str = "auto", pad_s: float = 0.15,
+                 candidates: int = 1) -> None:
         self._transcriber = transcriber
         self.model = model
         self._registry = registry
         self.device = device
         self.pad_s = pad_s
+        self.candidates = max(1, int(candidates))
 
     @property
     def transcriber(self) -> Any:
@@ -188,10 +191,19 @@ class WhisperTranslator:
             a = max(0, int((ln.start - self.pad_s) * SAMPLE_RATE))
             b = min(len(audio), int((ln.end + self.pad_s) * SAMPLE_RATE))
             clip = audio[a:b]
-            text = self.transcriber.text(clip, language=source, task="translate") if clip.size else ""
-            lines.append(_line(ln, text))
+            if not clip.size:
+                lines.append(_line(ln, ""))
+            elif self.candidates == 1:
+                lines.append(_line(ln, self.transcriber.text(clip, language=source, task="translate")))
+            else:  # the beam's n-best: the first is what text() returns
+                readings = self.transcriber.hypotheses(clip, language=source, task="translate",
+                                                       beams=self.candidates)
+                line = _line(ln, readings[0][0] if readings else "")
+                line.alternatives = [{"text": t, "logprob": lp, "origin": o} for t, lp, o in readings]
+                lines.append(line)
         return Translation(source_language=script.language, target_language="en", engine=self.name,
-                           lines=lines, meta={"model": self.model, "pad_s": self.pad_s})
+                           lines=lines, meta={"model": self.model, "pad_s": self.pad_s,
+                                              "candidates": self.candidates})
 
 
 # -- ctranslate2 (opus-mt / NLLB) --------------------------------------------
@@ -285,8 +297,10 @@ class CTranslate2Translator:
 
     def __init__(self, model: str | Path | None = None, *, registry: ModelRegistry | None = None,
                  device: str = "auto", beam_size: int = 4, max_decoding_length: int = 256,
-                 batch_size: int = 16) -> None:
+                 batch_size: int = 16, candidates: int = 1) -> None:
         self.model = model
+        #: readings kept per line (the beam's n-best, the beam widened to hold them)
+        self.candidates = max(1, int(candidates))
         self._registry = registry
         self.device = device
         self.beam_size = beam_size
@@ -336,6 +350,13 @@ class CTranslate2Translator:
 
     def translate_texts(self, texts: list[str], source_lang: str, target_lang: str) -> tuple[list[str], Path]:
         """Translate plain strings; returns (translations, model folder used)."""
+        nbest, path = self.translate_nbest(texts, source_lang, target_lang, 1)
+        return [readings[0][0] if readings else "" for readings in nbest], path
+
+    def translate_nbest(self, texts: list[str], source_lang: str, target_lang: str, n: int
+                        ) -> tuple[list[list[tuple[str, float]]], Path]:
+        """Each string's n best translations [(text, average log-probability per token)], unique, best
+        first; and the model folder used."""
         path = self.model_path(source_lang, target_lang)
         translator, tokenizer = self._load(path)
         vocab = _vocabulary(path)
@@ -350,27 +371,37 @@ class CTranslate2Translator:
             batch = [[src_code, *tokens] for tokens in batch]
         try:
             results = translator.translate_batch(
-                batch, beam_size=self.beam_size, max_decoding_length=self.max_decoding_length,
-                max_batch_size=self.batch_size,
+                batch, beam_size=max(self.beam_size, n), num_hypotheses=n, return_scores=True,
+                max_decoding_length=self.max_decoding_length, max_batch_size=self.batch_size,
                 target_prefix=[[tgt_prefix]] * len(batch) if tgt_prefix else None,
             )
         except Exception as exc:  # noqa: BLE001
             raise EngineError(f"CTranslate2 translation with {path.name} failed: {exc}") from exc
-        out = []
+        out: list[list[tuple[str, float]]] = []
         for result in results:
-            tokens = result.hypotheses[0]
-            if tgt_prefix and tokens and tokens[0] == tgt_prefix:
-                tokens = tokens[1:]
-            out.append(tokenizer.decode(tokens))
+            readings: list[tuple[str, float]] = []
+            for tokens, score in zip(result.hypotheses, result.scores, strict=True):
+                if tgt_prefix and tokens and tokens[0] == tgt_prefix:
+                    tokens = tokens[1:]
+                text = tokenizer.decode(tokens)
+                if text not in (r[0] for r in readings):
+                    readings.append((text, round(float(score), 4)))  # length-normalised by CTranslate2
+            out.append(readings)
         return out, path
 
     def translate(self, script: Script, target_lang: str, **ctx: Any) -> Translation:
         target = _lang(target_lang)
         texts = [ln.text for ln in script.lines]
-        outputs, path = self.translate_texts(texts, script.language, target) if texts else ([], Path())
-        lines = [_line(ln, text) for ln, text in zip(script.lines, outputs, strict=True)]
+        nbest, path = self.translate_nbest(texts, script.language, target, self.candidates) if texts else ([], Path())
+        lines = []
+        for ln, readings in zip(script.lines, nbest, strict=True):
+            line = _line(ln, readings[0][0] if readings else "")
+            if self.candidates > 1:
+                line.alternatives = [{"text": t, "logprob": lp, "origin": "beam"} for t, lp in readings]
+            lines.append(line)
         return Translation(source_language=script.language, target_language=target, engine=self.name,
-                           lines=lines, meta={"model": path.name, "beam_size": self.beam_size})
+                           lines=lines, meta={"model": path.name, "beam_size": max(self.beam_size, self.candidates),
+                                              "candidates": self.candidates})
 
 
 #: Engine name -> class. Registering a new engine is one line here.
@@ -436,9 +467,7 @@ def apply_glossary(translation: Translation, glossary: dict[str, str]) -> Transl
         missing = [tgt for src, tgt in terms if src in source and _fold(tgt) not in text]
         if missing:
             missing_lines += 1
-        lines.append(TranslatedLine(index=ln.index, start=ln.start, end=ln.end, speaker=ln.speaker,
-                                    source_text=ln.source_text, text=ln.text, glossary_ok=not missing,
-                                    glossary_missing=missing))
+        lines.append(replace(ln, glossary_ok=not missing, glossary_missing=missing))
     meta = {**translation.meta, "glossary": {"terms": len(terms), "lines_missing_terms": missing_lines}}
     return Translation(source_language=translation.source_language,
                        target_language=translation.target_language, engine=translation.engine,

@@ -261,12 +261,25 @@ class PiperEngine:
                     ) from exc
             return self._loaded[name]
 
-    def synthesize(self, text: str, voice: Voice, out_wav: Path, *, rate: float = 1.0) -> SynthResult:
-        if rate <= 0:
-            raise ValueError(f"rate must be positive, got {rate}")
+    def _voice_name(self, voice: Voice) -> str:
         name = voice.voice or self.default_voice
         if name not in self._paths and name in (DEFAULT_PIPER_VOICE, DEFAULT_PIPER_MODEL, "default"):
             name = self.default_voice
+        return name
+
+    def phonemes(self, text: str, voice: Voice) -> list[str]:
+        """What `synthesize` would speak for `voice`: Piper's espeak phonemes, one string per sentence."""
+        try:
+            return ["".join(sentence) for sentence in self._voice(self._voice_name(voice)).phonemize(text)]
+        except ConfigError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - phonemizer errors become EngineError
+            raise EngineError(f"Piper could not phonemize {text[:60]!r}: {exc}") from exc
+
+    def synthesize(self, text: str, voice: Voice, out_wav: Path, *, rate: float = 1.0) -> SynthResult:
+        if rate <= 0:
+            raise ValueError(f"rate must be positive, got {rate}")
+        name = self._voice_name(voice)
         piper_voice = self._voice(name)
         from piper import SynthesisConfig
 

@@ -235,3 +235,22 @@ def test_isochrony_of_a_dub_that_speaks_late_and_long() -> None:
     iso = isochrony([line])
     assert iso["speech_overlap"] == pytest.approx(0.5 / 2.5) and iso["speaking_time_ratio"] == pytest.approx(2.0)
     assert isochrony([])["speech_overlap"] is None
+
+
+def test_vad_isochrony_sees_a_late_dub_and_lost_pauses() -> None:
+    """On the English fixture's real speech: the same audio scores 1; the same speech half a second late
+    overlaps less but pauses alike; the speech with every pause cut out keeps no pause at all."""
+    from dubbing_assets.core.media import load_audio_mono16k
+    from dubbing_assets.core.qa import vad_isochrony
+    from dubbing_assets.core.stems import vad_segments
+    from dubbing_assets_tests.core.understand_helpers import EN
+
+    audio = load_audio_mono16k(EN)
+    same = vad_isochrony(audio, audio)
+    assert same["vad_speech_overlap"] == 1.0 and same["pause_count_agreement"] == 1.0
+    assert same["source_pauses"] >= 2
+    late = vad_isochrony(audio, np.concatenate([np.zeros(8000, dtype=np.float32), audio]))
+    assert late["vad_speech_overlap"] < 0.9 and late["pause_count_agreement"] == 1.0
+    speech = np.concatenate([audio[int(a * 16000):int(b * 16000)] for a, b in vad_segments(audio, min_silence_s=0.3)])
+    joined = vad_isochrony(audio, speech)
+    assert joined["dub_pauses"] < same["source_pauses"] and joined["pause_count_agreement"] < 0.75

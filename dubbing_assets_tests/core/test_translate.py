@@ -153,6 +153,13 @@ def test_ctranslate2_engine_runs_a_converted_marian_model(tiny_marian: Path, tmp
     assert len(engine._loaded) == 1
     by_path = CTranslate2Translator(tiny_marian, registry=reg, max_decoding_length=12).translate(script, "en")
     assert len(by_path.lines) == 4
+    nbest = get_translator("ctranslate2", registry=reg, max_decoding_length=12, beam_size=2, candidates=4)
+    several = nbest.translate(script, "en")  # the n-best for the fit choice: the single best comes first
+    assert [ln.text for ln in several.lines] == [ln.text for ln in out.lines]
+    for ln in several.lines:
+        texts = [a["text"] for a in ln.alternatives]
+        assert 2 <= len(texts) <= 4 and len(set(texts)) == len(texts) and texts[0] == ln.text
+        assert [a["logprob"] for a in ln.alternatives] == sorted((a["logprob"] for a in ln.alternatives), reverse=True)
 
 
 def test_glossary_records_missing_terms() -> None:

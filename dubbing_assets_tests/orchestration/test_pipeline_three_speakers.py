@@ -35,7 +35,8 @@ def dubbed(tmp_path_factory: pytest.TempPathFactory, three_speakers):
         return defs.load_asset_value(asset, partition_key=key, instance=instance)
 
     return {"home": home, "key": key, "turns": turns, "script": value("script"), "speakers": value("speakers"),
-            "qa": value("qa_report"), "cast": value("cast"), "settings": load_settings()}
+            "qa": value("qa_report"), "cast": value("cast"), "translation": value("translation"),
+            "settings": load_settings()}
 
 
 def _overlap(a0: float, a1: float, b0: float, b1: float) -> float:
@@ -159,3 +160,29 @@ def test_qa_reports_each_characters_voice(dubbed) -> None:
     assert all(ln["similarity"] is not None for ln in voices["lines"])  # every character has two lines or more
     report = (dubbed["settings"].output / "gamma" / dubbed["key"] / "qa_report.md").read_text()
     assert "## Characters" in report and closest["a"] in report
+
+
+def test_each_line_spoken_in_the_reading_that_fits_and_isochrony_measured_on_the_audio(dubbed) -> None:
+    """Issue 17 through the pipeline: whisper's readings of each line are kept, scored against the line's
+    slot with the character's voice, one is chosen; the review file lists them; QA measures the speech
+    overlap and the pauses on the dialogue stem and the dub track with a VAD."""
+    import json
+
+    from dubbing_assets.core.review import review_file
+
+    tr = dubbed["translation"]
+    lines = tr["lines"]
+    assert all(len(ln["alternatives"]) >= 2 for ln in lines)
+    for ln in lines:
+        assert ln["slot_s"] > 0 and ln["chosen_by"] in ("best likelihood", "fit to slot")
+        assert ln["text"] == ln["alternatives"][0]["text"]  # the best-scored first
+        assert all(a["seconds"] > 0 and "fit" in a for a in ln["alternatives"])
+    review = json.loads(review_file(dubbed["settings"].review, dubbed["key"]).read_text(encoding="utf-8"))
+    assert all(len(ln["alternatives"]) >= 2 and "seconds" in ln["alternatives"][0] for ln in review["lines"])
+    summary = dubbed["qa"]["summary"]
+    print(f"\nchanged for fit: {sum(ln['chosen_by'] == 'fit to slot' for ln in lines)} of {len(lines)}; "
+          f"VAD overlap {summary['vad_speech_overlap']}, pauses {summary['source_pauses']}/{summary['dub_pauses']}")
+    assert 0.5 < summary["vad_speech_overlap"] <= 1.0 and summary["source_pauses"] >= len(dubbed["turns"]) - 2
+    assert 0.0 < summary["pause_count_agreement"] <= 1.0
+    report = (dubbed["settings"].output / "gamma" / dubbed["key"] / "qa_report.md").read_text()
+    assert "pause_count_agreement" in report and "vad_speech_overlap" in report

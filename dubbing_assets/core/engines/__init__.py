@@ -53,14 +53,18 @@ class VoiceRouter:
     def voices(self) -> list[str]:
         return [v for e in self.engines.values() for v in e.voices()]
 
-    def synthesize(self, text, voice, out_wav, *, rate: float = 1.0):
+    def engine_for(self, voice):
+        """The engine that speaks `voice` (duration models ask it for its phonemes)."""
         from dubbing_assets.errors import ConfigError
 
         engine = self.engines.get(voice.engine)
         if engine is None:
             raise ConfigError(f"No TTS engine {voice.engine!r} is loaded for voice {voice.voice!r} "
                               f"(loaded: {', '.join(self.engines)}).")
-        return engine.synthesize(text, voice, out_wav, rate=rate)
+        return engine
+
+    def synthesize(self, text, voice, out_wav, *, rate: float = 1.0):
+        return self.engine_for(voice).synthesize(text, voice, out_wav, rate=rate)
 
 
 def route_voices(voices, build) -> VoiceRouter:

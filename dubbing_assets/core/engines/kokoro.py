@@ -190,6 +190,10 @@ class KokoroEngine:
         return self._infer(phonemes[:_MAX_TOKENS], self._style(voice_name), float(speed))
 
     # -- text -> phonemes ---------------------------------------------------
+    def phonemes(self, text: str, voice: Voice) -> list[str]:
+        """What `synthesize` would speak for `voice`: its phoneme strings, one per sentence (duration models)."""
+        return self.phonemize(text, str((voice.settings or {}).get("language") or self.language))
+
     def phonemize(self, text: str, language: str | None = None) -> list[str]:
         """Kokoro phoneme strings for `text`, one per sentence (at most 500 symbols each)."""
         language = language or self.language

@@ -329,7 +329,8 @@ def dubbed_video(context: dg.AssetExecutionContext, dubbing: DubbingResource, so
           description="Sync drift, overflows, speed factors, round-trip intelligibility (ASR of the dub), "
                       "loudness and true peak, as a report with a timeline plot and asset checks.")
 def qa_report(context: dg.AssetExecutionContext, dubbing: DubbingResource, dub_speech: dict[str, Any],
-              dub_mix: dict[str, Any], translation: dict[str, Any], dubbed_video: dict[str, Any]):
+              dub_mix: dict[str, Any], translation: dict[str, Any], dubbed_video: dict[str, Any],
+              audio_stems: dict[str, Any]):
     from dubbing_assets.core.asr import Transcriber
     from dubbing_assets.core.qa import build_report, character_section, character_voices
     from dubbing_assets.core.timing import FitResult
@@ -348,7 +349,7 @@ def qa_report(context: dg.AssetExecutionContext, dubbing: DubbingResource, dub_s
     with user_errors():
         report = build_report(fits, tr.lines, loudness=dub_mix["loudness"],
                               target_lufs=dubbing.settings.loudness_lufs, transcribe=transcribe,
-                              dub_stem=dub_mix["dub_only"].path,
+                              dub_stem=dub_mix["dub_only"].path, source_stem=audio_stems["dialogue"].path,
                               thresholds={"overflow_tolerance_s": dubbing.settings.qa_overflow_tolerance_ms / 1000})
         speaker_of = {ln.index: ln.speaker for ln in tr.lines}
         voices = character_voices([(f.index, speaker_of.get(f.index, "unknown"), f.path) for f in fits],

@@ -189,7 +189,7 @@ def speakers(context: dg.AssetExecutionContext, script: dict[str, Any],
                       "CTranslate2 or passthrough); glossary applied; review edits win.")
 def translation(context: dg.AssetExecutionContext, dubbing: DubbingResource, script: dict[str, Any],
                 speakers: dict[str, Any], source_media: dict[str, Any],
-                audio_stems: dict[str, Any]) -> dict[str, Any]:
+                audio_stems: dict[str, Any], cast: dict[str, Any]) -> dict[str, Any]:
     from dubbing_assets.core import review, translate
     from dubbing_assets.core.diarize import apply_speakers
     from dubbing_assets.core.subtitles import subtitle_report
@@ -206,12 +206,18 @@ def translation(context: dg.AssetExecutionContext, dubbing: DubbingResource, scr
             engine = translate.choose_engine(sc, target, subtitle_languages=[own["language"]] if own else [],
                                              registry=dubbing.registry)
         kwargs: dict[str, Any] = {}
-        if engine in ("whisper-translate", "ctranslate2"):
-            kwargs = {"registry": dubbing.registry, "device": settings.device} if engine != "ctranslate2" else \
-                {"registry": dubbing.registry}
+        if engine == "whisper-translate":
+            kwargs = {"registry": dubbing.registry, "device": settings.device,
+                      "candidates": settings.translation_candidates}
+        elif engine == "ctranslate2":
+            kwargs = {"registry": dubbing.registry, "candidates": settings.translation_candidates}
         translator = translate.get_translator(engine, **kwargs)
         result: Translation = translator.translate(sc, target, subtitles=own["file"].path if own else None,
                                                    audio=audio_stems["dialogue"].path)
+        fit_info = _fit_readings(context, dubbing, result, cast, source_media) \
+            if any(ln.alternatives for ln in result.lines) else {}
+        if fit_info:
+            result = fit_info.pop("translation")
         result.meta["subtitles"] = subtitle_report(sc, roles, engine)
         # lines whose speaker the diarization was unsure of: QA lists them for review
         result.meta["speaker_low_confidence"] = list((speakers.get("meta") or {}).get("low_confidence") or [])
@@ -223,9 +229,32 @@ def translation(context: dg.AssetExecutionContext, dubbing: DubbingResource, scr
     shown = settings.metadata_dialogue  # dialogue in event metadata only when asked for (DUBBING_METADATA_DIALOGUE)
     rows = [{"#": ln.index, "speaker": ln.speaker, "source": ln.source_text[:50] if shown else "(hidden)",
              "text": ln.text[:70] if shown else "(hidden)",
-             "glossary": "ok" if ln.glossary_ok else ",".join(ln.glossary_missing)} for ln in result.lines]
+             "glossary": "ok" if ln.glossary_ok else ",".join(ln.glossary_missing)}
+            | ({"fit": _fit_cell(ln), "chosen": ln.chosen_by or ""} if fit_info else {}) for ln in result.lines]
     context.add_output_metadata({"engine": engine, "target": target, "lines": len(result.lines),
-                                 "review_edits": edits,
+                                 "review_edits": edits, **fit_info,
                                  "translation_from": result.meta["subtitles"]["translation"]["why"],
                                  "preview": dg.MetadataValue.md(md_table(rows[:40], list(rows[0])) if rows else "")})
     return result.to_dict()
+
+
+def _fit_cell(line: Any) -> str:
+    chosen = next((a for a in line.alternatives if a.get("text") == line.text and "seconds" in a), None)
+    if chosen is None or not line.slot_s:
+        return ""
+    return f"{chosen['seconds']:.2f}/{line.slot_s:.2f}s"
+
+
+def _fit_readings(context: dg.AssetExecutionContext, dubbing: DubbingResource, result: Translation,
+                  cast: dict[str, Any], source_media: dict[str, Any]) -> dict[str, Any]:
+    """core.fit_choice with the cast's voices; the figures for the metadata, the translation under "translation"."""
+    from dubbing_assets.core.fit_choice import choose_for_cast
+    from dubbing_assets.core.model import Voice
+    from dubbing_assets.core.tts import get_engine
+    from dubbing_assets.core.voicebank import user_cache_dir
+
+    voices = {label: Voice(**v) for label, v in cast["voices"].items()}
+    end = float(source_media["probe"].get("duration_s") or max(ln.end for ln in result.lines) + 1.0)
+    chosen, figures = choose_for_cast(result, voices, lambda name: get_engine(name, registry=dubbing.registry),
+                                      [dubbing.settings.cache, user_cache_dir()], media_end=end, log=context.log.info)
+    return {**figures, "translation": chosen}
