@@ -262,16 +262,20 @@ class Transcriber:
             "vad_filter": opts.vad_filter, "refined_with_vad": opts.refine_with_vad,
         })
 
+    def _short_clip_model(self, language: str | None, task: str) -> tuple[str, Any]:
+        name = self.model_name_for(language, task)
+        model = self.load(name)
+        if task == "translate" and not model.model.is_multilingual:
+            raise ConfigError(f"Model {name!r} is English-only and cannot translate; use 'whisper-base'.")
+        return name, model
+
     def text(self, audio: np.ndarray, *, language: str | None, task: str = "transcribe") -> str:
         """Plain text of a short clip (one line's audio): no VAD, no word timing.
 
         Used by whisper-translate on each line's span, where the clip is
         already known to hold speech.
         """
-        name = self.model_name_for(language, task)
-        model = self.load(name)
-        if task == "translate" and not model.model.is_multilingual:
-            raise ConfigError(f"Model {name!r} is English-only and cannot translate; use 'whisper-base'.")
+        name, model = self._short_clip_model(language, task)
         try:
             segments, _ = model.transcribe(audio.astype(np.float32, copy=False), language=language, task=task,
                                            beam_size=self.options.beam_size, vad_filter=False,
@@ -281,8 +285,8 @@ class Transcriber:
             raise EngineError(f"Whisper {task} with {name!r} failed: {exc}") from exc
 
     def hypotheses(self, audio: np.ndarray, *, language: str | None, task: str = "translate",
-                   beams: int = 5) -> list[tuple[str, float, str]]:
-        """Several readings of one short clip: [(text, average log-probability per token, origin)], unique.
+                   beams: int = 5) -> list[tuple[str, float]]:
+        """Several readings of one short clip: [(text, average log-probability per token)], unique.
 
         The beam's n-best, the first of them the text `text()` returns (the same features, prompt and
         options as faster-whisper's first, temperature-0 pass). Used to choose, among what whisper could
@@ -294,10 +298,7 @@ class Transcriber:
         from faster_whisper.tokenizer import Tokenizer
         from faster_whisper.transcribe import get_suppressed_tokens
 
-        name = self.model_name_for(language, task)
-        model = self.load(name)
-        if task == "translate" and not model.model.is_multilingual:
-            raise ConfigError(f"Model {name!r} is English-only and cannot translate; use 'whisper-base'.")
+        name, model = self._short_clip_model(language, task)
         clip = audio.astype(np.float32, copy=False)
         if language is None:
             language, _ = self.detect_language(clip)
@@ -312,12 +313,12 @@ class Transcriber:
             result = model.model.generate(encoded, [prompt], beam_size=beams, num_hypotheses=beams, **common)[0]
         except Exception as exc:  # noqa: BLE001 - decoding errors
             raise EngineError(f"Whisper {task} with {name!r} failed: {exc}") from exc
-        out: list[tuple[str, float, str]] = []
+        out: list[tuple[str, float]] = []
         seen: set[str] = set()
         for tokens, score in zip(result.sequences_ids, result.scores, strict=True):
             text = tokenizer.decode(tokens).strip()
             if not text or text.lower() in seen:
                 continue
             seen.add(text.lower())
-            out.append((text, round(float(score) * len(tokens) / (len(tokens) + 1), 4), "beam"))
+            out.append((text, round(float(score) * len(tokens) / (len(tokens) + 1), 4)))
         return out

@@ -306,6 +306,14 @@ def clone_voice(stored: Mapping[str, Any], fallback: Voice, *, language: str = "
         "language": language, "fallback_voice": asdict(fallback)})
 
 
+def fallback_voice(voice: Voice) -> Voice | None:
+    """The low-mode `Voice` a cloning voice keeps in its settings (`clone_voice`); None for other voices."""
+    data = (voice.settings or {}).get("fallback_voice")
+    if not data:
+        return None
+    return Voice(**{k: v for k, v in data.items() if k in Voice.__dataclass_fields__})
+
+
 def prepare_character(
     engine: Any,
     dialogue_wav: str | Path,
@@ -424,10 +432,9 @@ class VerifiedCloneEngine:
         return self.outcomes.get(self._key(text, voice))
 
     def _fallback(self, text: str, voice: Voice, out_wav: Path, rate: float) -> SynthResult:
-        data = (voice.settings or {}).get("fallback_voice")
-        if not data:
+        fb = fallback_voice(voice)
+        if fb is None:
             raise EngineError(f"Line {text[:40]!r}: cloning failed and the voice has no fallback_voice.")
-        fb = Voice(**{k: v for k, v in data.items() if k in Voice.__dataclass_fields__})
         return self.fallback.synthesize(text, fb, out_wav, rate=rate)
 
     def synthesize(self, text: str, voice: Voice, out_wav: Path, *, rate: float = 1.0) -> SynthResult:

@@ -67,12 +67,15 @@ def choose_line(line: TranslatedLine, slot_s: float, predict: Callable[[str], fl
                    chosen_by="best likelihood" if best["text"] == line.alternatives[0]["text"] else "fit to slot")
 
 
-def duration_voice(voice: Voice, fallback: Voice | None) -> Voice | None:
+def duration_voice(voice: Voice) -> Voice | None:
     """The voice whose timing predicts a line's: a cloned (XTTS) voice has no phonemizer, so its low-mode
     fallback voice stands in; None when neither can be predicted."""
-    if voice.engine in ("piper", "kokoro"):
-        return voice
-    return fallback if fallback is not None and fallback.engine in ("piper", "kokoro") else None
+    from dubbing_assets.core.cloning import fallback_voice
+
+    for candidate in (voice, fallback_voice(voice)):
+        if candidate is not None and candidate.engine in ("piper", "kokoro"):
+            return candidate
+    return None
 
 
 def fit_to_slots(translation: Translation, slots: dict[int, float],
@@ -105,8 +108,7 @@ def choose_for_cast(translation: Translation, voices: Mapping[str, Voice], build
     predictors: dict[str, Callable[[str], float]] = {}
     errors: list[float] = []
     for label, voice in voices.items():
-        fallback = (voice.settings or {}).get("fallback_voice")
-        target = duration_voice(voice, Voice(**fallback) if fallback else None)
+        target = duration_voice(voice)
         if target is None:
             continue
         if target.engine not in engines:

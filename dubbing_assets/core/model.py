@@ -124,7 +124,7 @@ class TranslatedLine:
     text: str
     glossary_ok: bool = True
     glossary_missing: list[str] = field(default_factory=list)
-    #: Other readings the engine offered ({text, logprob, origin}, scored with seconds/fit/score once chosen
+    #: Other readings the engine offered ({text, logprob}, scored with seconds/fit/score once chosen
     #: from: `core.fit_choice`); empty when the engine gives one. A review edit may pick any of them.
     alternatives: list[dict[str, Any]] = field(default_factory=list)
     #: The source line's slot (seconds) the reading was chosen against, and why it was chosen.

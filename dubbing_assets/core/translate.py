@@ -199,7 +199,7 @@ class WhisperTranslator:
                 readings = self.transcriber.hypotheses(clip, language=source, task="translate",
                                                        beams=self.candidates)
                 line = _line(ln, readings[0][0] if readings else "")
-                line.alternatives = [{"text": t, "logprob": lp, "origin": o} for t, lp, o in readings]
+                line.alternatives = [{"text": t, "logprob": lp} for t, lp in readings]
                 lines.append(line)
         return Translation(source_language=script.language, target_language="en", engine=self.name,
                            lines=lines, meta={"model": self.model, "pad_s": self.pad_s,
@@ -397,7 +397,7 @@ class CTranslate2Translator:
         for ln, readings in zip(script.lines, nbest, strict=True):
             line = _line(ln, readings[0][0] if readings else "")
             if self.candidates > 1:
-                line.alternatives = [{"text": t, "logprob": lp, "origin": "beam"} for t, lp in readings]
+                line.alternatives = [{"text": t, "logprob": lp} for t, lp in readings]
             lines.append(line)
         return Translation(source_language=script.language, target_language=target, engine=self.name,
                            lines=lines, meta={"model": path.name, "beam_size": max(self.beam_size, self.candidates),

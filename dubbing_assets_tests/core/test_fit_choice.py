@@ -75,7 +75,7 @@ def test_misfit_is_free_up_to_what_the_timing_fit_hides_and_dearer_over_than_und
 
 def _line(*readings: tuple[str, float]) -> TranslatedLine:
     return TranslatedLine(index=0, start=0.0, end=2.0, speaker="spk0", source_text="x", text=readings[0][0],
-                          alternatives=[{"text": t, "logprob": lp, "origin": "beam"} for t, lp in readings])
+                          alternatives=[{"text": t, "logprob": lp} for t, lp in readings])
 
 
 def test_the_reading_that_fits_wins_unless_it_is_much_less_likely() -> None:
@@ -104,6 +104,6 @@ def test_whisper_readings_start_with_the_single_best() -> None:
     clip = audio[int((line["start"] - 0.15) * 16000):int((line["end"] + 0.15) * 16000)]
     readings = transcriber.hypotheses(clip, language="ja", beams=5)
     assert readings[0][0] == transcriber.text(clip, language="ja", task="translate")
-    assert len(readings) >= 3 and len({t.lower() for t, _, _ in readings}) == len(readings)
+    assert len(readings) >= 3 and len({t.lower() for t, _ in readings}) == len(readings)
     assert readings == transcriber.hypotheses(clip, language="ja", beams=5)  # a rerun says the same
-    assert all(lp < 0 for _, lp, _ in readings)
+    assert all(lp < 0 for _, lp in readings)
