@@ -4,7 +4,8 @@
 
 - the source's video stream(s), copied (never re-encoded);
 - the dub (AAC) as the first and DEFAULT audio track, tagged with the target
-  language, in the source audio's channel layout;
+  language, in the source audio's channel layout (a side surround pair is
+  carried in AAC's own surround pair, see `_dub_filters`);
 - the original audio track, copied, tagged with its language, not default;
 - subtitle tracks: the target-language subtitles given (from the
   translation) first, then the source's own subtitle streams, copied (MKV)
@@ -55,6 +56,11 @@ TEXT_SUBTITLE_CODECS = {"ass", "ssa", "subrip", "srt", "mov_text", "webvtt", "vt
 #: Audio codecs an MP4 can carry as they are; others are re-encoded (AAC) for MP4 delivery.
 MP4_AUDIO_CODECS = {"aac", "mp3", "ac3", "eac3", "alac", "flac", "opus"}
 _CONTAINERS = {"mkv": "matroska", "mp4": "mp4"}
+#: Layouts AAC has no channel configuration for, and the configuration their channels go to. ffmpeg 5.1
+#: signals 5.1(side) with a program config element, which decoders then report as "6 channels" with no
+#: positions; AAC's configurations 5 and 6 name their pair "left/right surround" (ffmpeg's BL/BR), which is
+#: where a side pair belongs.
+_AAC_LAYOUT = {"5.1(side)": "5.1", "5.0(side)": "5.0"}
 #: ISO 639-1 -> ISO 639-2/B, the tags Matroska and MP4 players expect.
 _ISO639_2 = {
     "en": "eng",
@@ -200,11 +206,27 @@ def audio_timing(path: Path | str, stream_index: int) -> AudioTiming:
                        sample_rate=int(rate.group(1)) if rate else 0)
 
 
+def _dub_filters(layout: str | None) -> list[str]:
+    """The filters that give the AAC dub the source's layout, in a channel configuration AAC itself has.
+
+    The same layout name on every ffmpeg build: without the remap, ffmpeg 5.1 and newer builds encode
+    5.1(side) differently, and what players and ffprobe then report differs too.
+    """
+    if not layout:
+        return []
+    filters = [f"aformat=channel_layouts={layout}"]
+    target = _AAC_LAYOUT.get(layout)
+    if target:
+        from dubbing_assets.core.mix import LAYOUTS
+
+        pairs = zip(LAYOUTS[layout], LAYOUTS[target], strict=True)
+        filters.append(f"channelmap=map={'|'.join(f'{a}-{b}' for a, b in pairs)}:channel_layout={target}")
+    return filters
+
+
 def _encode_adts(wav: Path, out: Path, *, drop_samples: int, layout: str | None, bitrate: str) -> None:
     """AAC in raw ADTS (no timestamps, no skip), `drop_samples` cut from the start to make room for the priming."""
-    filters = [f"atrim=start_sample={int(drop_samples)}", "asetpts=PTS-STARTPTS"]
-    if layout:
-        filters.append(f"aformat=channel_layouts={layout}")
+    filters = [f"atrim=start_sample={int(drop_samples)}", "asetpts=PTS-STARTPTS", *_dub_filters(layout)]
     run_ffmpeg(["-i", wav, "-map", "0:a:0", "-af", ",".join(filters), "-c:a", "aac", "-b:a", bitrate,
                 "-f", "adts", out], what=f"encoding the dub {wav.name}")
 
@@ -365,7 +387,7 @@ def _mux(
     if container == "mkv":
         codecs += ["-c:t", "copy"]
     if layout and not pre_encode:
-        codecs += ["-filter:a:0", f"aformat=channel_layouts={layout}"]
+        codecs += ["-filter:a:0", ",".join(_dub_filters(layout))]
 
     meta: list[str] = [
         "-map_metadata",

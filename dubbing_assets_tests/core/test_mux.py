@@ -170,6 +170,36 @@ def test_five_one_layout_is_kept(tmp_path: Path) -> None:
     assert got["video_frames"] == 10
 
 
+@pytest.mark.parametrize("container", ["mkv", "mp4"])
+def test_side_surround_dub_is_standard_aac_five_one(tmp_path: Path, container: str) -> None:
+    """A 5.1(side) source (FLAC here; Blu-ray and broadcast E-AC-3 alike) gets an AAC dub in AAC's own 5.1.
+
+    ffmpeg 5.1 encoded the side pair with a program config element, which decoders report as "6 channels"
+    without positions (the surround test failed so on Debian's ffmpeg and passed on the static build).
+    """
+    src = tmp_path / "side.mkv"
+    run_ffmpeg(["-f", "lavfi", "-i", "testsrc2=size=160x90:rate=10:duration=1", "-f", "lavfi",
+                "-i", "sine=frequency=300:sample_rate=48000:duration=1", "-filter_complex",
+                "[1:a]pan=5.1(side)|FL=c0|FR=c0|FC=c0|LFE=c0|SL=c0|SR=c0[a]", "-map", "0:v", "-map", "[a]",
+                "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "flac", "-metadata:s:a:0", "language=jpn",
+                src], what="making a 5.1(side) test clip")
+    dub = tmp_path / "dub.wav"
+    t = np.arange(48000) / 48000
+    signal = np.zeros((48000, 6), dtype=np.float32)
+    signal[:, 4] = 0.3 * np.sin(2 * np.pi * 440 * t)  # the left surround only
+    sf.write(dub, signal, 48000)
+    out = tmp_path / f"out.{container}"
+    mux(src, dub, 1, [], out, container=container, dub_language="en", original_language="ja")
+    got = verify_delivery(out)
+    assert [a["layout"] for a in got["audio"]] == ["5.1", "5.1(side)"]
+    with av.open(str(out)) as c:
+        stream = c.streams.audio[0]
+        names = [ch.name for ch in stream.codec_context.layout.channels]
+        audio = np.concatenate([f.to_ndarray() for f in c.decode(stream)], axis=1)
+    rms = dict(zip(names, np.sqrt(np.mean(audio**2, axis=1)), strict=True))
+    assert rms["BL"] > 0.1 and max(v for k, v in rms.items() if k != "BL") < 0.01, rms
+
+
 def test_failed_mux_keeps_the_old_file(work: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "episode.mkv"
     out.write_bytes(b"previous delivery")
