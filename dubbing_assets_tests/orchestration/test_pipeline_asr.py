@@ -41,3 +41,4 @@ def test_asr_path_end_to_end(tmp_path, monkeypatch) -> None:
     print(f"ASR path: CER {error:.3f}, whisper-translate chrF {score:.1f}")
     manifest = result.output_for_node("library_entry")
     assert manifest["engines"]["translation"] == "whisper-translate"
+    assert manifest["engines"]["script"] == "asr (whisper-base)"  # it used to record the mode, "low"

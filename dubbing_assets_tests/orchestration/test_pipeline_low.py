@@ -58,6 +58,8 @@ def test_qa_sync_overflow_loudness(dubbed) -> None:
     assert summary["true_peak_db"] <= -1.0
     assert summary["wer"] <= 0.15  # round trip: ASR of the dub against the produced English lines
     assert dubbed["manifest"]["visibility"] == "private"
+    # where the script came from (it used to record the mode, "low")
+    assert dubbed["manifest"]["engines"]["script"].startswith("subtitles ("), dubbed["manifest"]["engines"]
 
 
 def test_dialogue_stays_out_of_event_metadata_by_default(dubbed) -> None:

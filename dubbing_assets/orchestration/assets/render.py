@@ -235,12 +235,12 @@ def dub_mix(context: dg.AssetExecutionContext, dubbing: DubbingResource, audio_s
     with user_errors():
         result = mix(audio_stems["background"].path, clips, work / "mix.wav",
                      target_lufs=dubbing.settings.loudness_lufs, speech_wav=work / "dub_only.wav",
-                     layout=None if not info.get("channel_names") else None)
+                     layout=info.get("layout"))  # the layout the stems stage found (5.1(side) is not 5.1)
     context.add_output_metadata({"integrated_lufs": round(result.integrated_lufs, 2),
                                  "true_peak_db": round(result.true_peak_db, 2),
                                  "clipped_samples": result.clipped_samples, "layout": result.layout,
                                  "sample_rate": result.sample_rate, "channels": result.channels})
-    return {"mix": MediaHandle(result.path, "audio"), "dub_only": MediaHandle(str(work / "dub_only.wav"), "audio"),
+    return {"mix": MediaHandle(result.path, "audio"), "dub_only": MediaHandle(str(result.speech_path), "audio"),
             "loudness": result.to_dict()}
 
 
@@ -413,7 +413,7 @@ def _cloning_section(cloning: dict[str, Any] | None) -> tuple[str, dict[str, Any
           description="manifest.json in the library (private by default) and the per-series index.")
 def library_entry(context: dg.AssetExecutionContext, dubbing: DubbingResource, source_media: dict[str, Any],
                   dubbed_video: dict[str, Any], qa_report: dict[str, Any], translation: dict[str, Any],
-                  dub_speech: dict[str, Any], cast: dict[str, Any]) -> dict[str, Any]:
+                  dub_speech: dict[str, Any], cast: dict[str, Any], script: dict[str, Any]) -> dict[str, Any]:
     from dubbing_assets.core import library
 
     record = source_media["record"]
@@ -428,7 +428,7 @@ def library_entry(context: dg.AssetExecutionContext, dubbing: DubbingResource, s
             "video_path": dubbed_video["path"],
             "tracks": dubbed_video["verify"].get("streams", []),
             "engines": {"translation": translation["engine"], "tts": dub_speech.get("engine"),
-                        "script": record.get("mode", "low")},
+                        "script": _script_engine(script)},
             "subtitles": translation.get("meta", {}).get("subtitles", {}),
             "mode": record.get("mode", "low"),
             "characters": _characters_with_lines(cast, dub_speech),
@@ -442,6 +442,15 @@ def library_entry(context: dg.AssetExecutionContext, dubbing: DubbingResource, s
     context.add_output_metadata({"manifest": dg.MetadataValue.path(str(folder / "manifest.json")),
                                  "visibility": manifest["visibility"], "owner": manifest["owner"]})
     return manifest
+
+
+def _script_engine(script: dict[str, Any]) -> str:
+    """Where the script came from, for the manifest: `asr (whisper-base)` or `subtitles (<track>)`."""
+    meta = script.get("meta") or {}
+    if script.get("source") == "asr":
+        return f"asr ({meta.get('model', 'whisper')})"
+    track = meta.get("subtitle") or {}
+    return f"{script.get('source', 'unknown')} ({track.get('name') or track.get('kind') or 'track'})"
 
 
 def _characters_with_lines(cast: dict[str, Any], dub_speech: dict[str, Any]) -> dict[str, Any]:
