@@ -15,7 +15,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dubbing_assets.core.fsutil import file_lock, file_sha256
 from dubbing_assets.core.inbox import MEDIA_EXTENSIONS, SIDECAR_EXTENSIONS, announce_file, glob_escape, reserve_key
@@ -31,39 +31,16 @@ from dubbing_assets.core.safepath import check_slug, safe_join, slugify
 from dubbing_assets.core.settings import Settings, load_settings
 from dubbing_assets.errors import ConfigError, DubbingError, MediaError
 
-GPU_POOL = "gpu"
-TERMINAL = {"SUCCESS", "FAILURE", "CANCELED"}
+if TYPE_CHECKING:
+    from dubbing_assets.orchestration.instance import Runs, RunView
 
 
-def _uses_local_sqlite(home: Path) -> bool:
-    """True when the instance keeps its storage in SQLite files under DAGSTER_HOME (no storage configured)."""
-    import yaml
 
-    config_file = home / "dagster.yaml"
-    try:
-        config = yaml.safe_load(config_file.read_text()) if config_file.exists() else {}
-    except (OSError, yaml.YAMLError):
-        return True
-    return not any(k in (config or {}) for k in ("storage", "run_storage", "event_log_storage",
-                                                  "schedule_storage"))
+def _runs(*, create: bool = False) -> Runs:
+    """The instance's runs (imported late: `dubbing submit` needs no Dagster)."""
+    from dubbing_assets.orchestration.instance import Runs
 
-
-def _instance(*, create: bool = False):
-    """The Dagster instance. Only `dubbing instance init` (create=True) may create its storage: two
-    processes creating SQLite storage at once (a `dubbing wait` racing a daemon's first seconds) can leave
-    the schedule database with two alembic heads, and the code location never loads again."""
-    import dagster as dg
-
-    home = os.environ.get("DAGSTER_HOME", "").strip()
-    if home and not create and _uses_local_sqlite(Path(home)):
-        missing = [db for db in ("history/runs.db", "schedules/schedules.db") if not (Path(home) / db).exists()]
-        if missing:
-            raise DubbingError(f"The Dagster instance in DAGSTER_HOME={home} is not initialised ({missing[0]} is "
-                               "missing): run `dubbing instance init` once, before starting dagster-daemon.")
-    try:
-        return dg.DagsterInstance.get()
-    except Exception as exc:  # noqa: BLE001 - DAGSTER_HOME unset or invalid
-        raise DubbingError(f"No Dagster instance: {exc}. Set DAGSTER_HOME to the instance folder.") from exc
+    return Runs(create=create)
 
 
 def _copy_atomic(src: Path, dest: Path) -> None:
@@ -164,52 +141,8 @@ def slugify_suffix(rest: str) -> str:
     return "." + ".".join(p for p in parts if p)
 
 
-def _episode_runs(instance, key: str) -> list[Any]:
-    import dagster as dg
-
-    return list(instance.get_runs(filters=dg.RunsFilter(tags={"dubbing/episode": key}), limit=20))
-
-
 #: How long `wait` gives the daemon to decide on a retry after a run failed (the retry daemon's tick is ~30 s).
 RETRY_DECISION_S = 120.0
-
-
-def _failed_stage(instance, run) -> dict[str, Any] | None:
-    """The stage a failed run stopped in and why: a step that failed, else one that started and never ended
-    (its worker died), with the run's failure reason and whether a retry from the failure follows."""
-    if run.status.value != "FAILURE":
-        return None
-    import dagster as dg
-
-    started, ended, failed = [], set(), {}
-    for record in instance.get_records_for_run(run.run_id, of_type={
-            dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCESS,
-            dg.DagsterEventType.STEP_FAILURE, dg.DagsterEventType.STEP_SKIPPED}, limit=1000).records:
-        entry = record.event_log_entry
-        step, kind = entry.step_key, entry.dagster_event.event_type
-        if kind == dg.DagsterEventType.STEP_START:
-            started.append(step)
-        elif kind == dg.DagsterEventType.STEP_FAILURE:
-            error = entry.dagster_event.step_failure_data.error
-            failed[step] = error.message.strip().splitlines()[-1][:300] if error else "failed"
-        else:
-            ended.add(step)
-    stage = next(iter(failed), None) or next((st for st in started if st not in ended), None)
-    reason = failed.get(stage) if stage in failed else None
-    if reason is None:
-        tag = run.tags.get("dagster/failure_reason", "")
-        reason = ("the run worker stopped while this stage ran (killed, out of memory or a restart)"
-                  if tag in ("", "RUN_WORKER_DIED", "UNEXPECTED_TERMINATION", "UNKNOWN") else tag.lower())
-    will_retry = run.tags.get("dagster/will_retry")
-    retries = int(instance.run_retries_max_retries) if instance.run_retries_enabled else 0
-    attempt = int(run.tags.get("dagster/retry_number", "0"))
-    if will_retry == "true":
-        nxt = f"retrying from {stage or 'the failure'} (retry {attempt + 1} of {retries}); finished stages are kept"
-    elif will_retry == "false" or not retries:
-        nxt = f"no automatic retry; fix the cause, then `dubbing rerun EPISODE --from {stage or 'STAGE'}`"
-    else:
-        nxt = "the daemon is deciding whether to retry it"
-    return {"stage": stage, "reason": reason, "next": nxt, "will_retry": will_retry}
 
 
 def _record(settings: Settings, key: str) -> dict[str, Any] | None:
@@ -217,8 +150,8 @@ def _record(settings: Settings, key: str) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def _status_of(settings: Settings, instance, key: str) -> dict[str, Any]:
-    runs = _episode_runs(instance, key)
+def _status_of(settings: Settings, runs_api: Runs, key: str) -> dict[str, Any]:
+    runs = runs_api.for_episode(key)
     record = _record(settings, key)
     manifest = None
     if record:
@@ -228,10 +161,9 @@ def _status_of(settings: Settings, instance, key: str) -> dict[str, Any]:
     return {
         "episode": key,
         "record": record,
-        "runs": [{"run_id": r.run_id, "status": r.status.value, "job": r.job_name,
-                  "lane": r.tags.get("dubbing/lane"), "run_key": r.tags.get("dagster/run_key"),
-                  "retry_of": r.tags.get("dagster/parent_run_id"),
-                  **({"failed": _failed_stage(instance, r)} if k == 0 and r.status.value == "FAILURE" else {})}
+        "runs": [{"run_id": r.run_id, "status": r.status, "job": r.job, "lane": r.lane, "run_key": r.run_key,
+                  "retry_of": r.retry_of,
+                  **({"failed": runs_api.failed_stage(r)} if k == 0 and r.status == "FAILURE" else {})}
                  for k, r in enumerate(runs)],
         "output": (manifest or {}).get("video_path"),
         "manifest": manifest,
@@ -240,9 +172,9 @@ def _status_of(settings: Settings, instance, key: str) -> dict[str, Any]:
 
 def cmd_status(args: argparse.Namespace) -> int:
     settings = load_settings()
-    instance = _instance()
+    runs_api = _runs()
     keys = [args.episode] if args.episode else sorted(p.stem for p in settings.episodes.glob("*.json"))
-    statuses = [_status_of(settings, instance, k) for k in keys]
+    statuses = [_status_of(settings, runs_api, k) for k in keys]
     if args.json:
         print(json.dumps(statuses if not args.episode else statuses[0], indent=2, default=str))
         return 0
@@ -292,13 +224,16 @@ def cmd_wait(args: argparse.Namespace) -> int:
     in the episode record). Identical content submitted again asks for no new
     run, so the last run's outcome stands.
     """
+    from dubbing_assets.orchestration.instance import TERMINAL
+
     settings = load_settings()
     key = check_slug(args.episode, "episode key")
-    instance = _instance()
+    runs_api = _runs()
     deadline = time.monotonic() + args.timeout
     started = time.time()
     last_status = None
     retry_grace: float | None = None
+    explained: set[str] = set()  # retries whose parent's failure was printed
     while time.monotonic() < deadline:
         pending = _pending_requests(settings, key)
         record = _record(settings, key)
@@ -312,21 +247,21 @@ def cmd_wait(args: argparse.Namespace) -> int:
             status = "not submitted" if record is None else "waiting for the inbox sensor"
         else:
             wanted = record["last_run_key"]
-            runs = [r for r in _episode_runs(instance, key) if r.tags.get("dagster/run_key") == wanted]
+            runs = [r for r in runs_api.for_episode(key) if r.run_key == wanted]
             if not runs:
                 status = "run requested, not created yet"
             else:
                 run = runs[0]  # the newest: a retry carries its parent's run key
-                status = run.status.value
-                failed = _failed_stage(instance, run)
-                if failed and failed["will_retry"] != "false" and instance.run_retries_enabled and (
+                status = run.status
+                failed = runs_api.failed_stage(run)
+                if failed and failed["will_retry"] != "false" and runs_api.retries and (
                         failed["will_retry"] == "true" or time.monotonic() < (retry_grace or (
                             retry_grace := time.monotonic() + RETRY_DECISION_S))):
                     status = f"run {run.run_id[:8]} failed in {failed['stage']}: {failed['reason']}; {failed['next']}"
                 elif status in TERMINAL:
                     print(f"{key}: run {run.run_id[:8]} {status}", flush=True)
                     if status == "SUCCESS":
-                        st = _status_of(settings, instance, key)
+                        st = _status_of(settings, runs_api, key)
                         if st["output"]:
                             print(f"output: {st['output']}")
                         return 0
@@ -339,6 +274,9 @@ def cmd_wait(args: argparse.Namespace) -> int:
                 else:
                     retry_grace = None
                     status = f"run {run.run_id[:8]} {status}"
+                    if run.retry_of and run.run_id not in explained:
+                        explained.add(run.run_id)
+                        print(f"{key}: run {run.run_id[:8]}{_retry_note(runs_api, key, run)}", flush=True)
         if status != last_status:
             print(f"{key}: {status}", flush=True)
             last_status = status
@@ -348,14 +286,26 @@ def cmd_wait(args: argparse.Namespace) -> int:
     return 2
 
 
+def _retry_note(runs_api: Runs, key: str, run: RunView) -> str:
+    """For a retry, what happened to the run it retries: `wait` may start after the daemon has already
+    retried a killed run, and then the retry is all it would see."""
+    parent = next((r for r in runs_api.for_episode(key) if r.run_id == run.retry_of), None)
+    failed = runs_api.failed_stage(parent) if parent is not None else None
+    if not failed:
+        return f" is a retry of run {(run.retry_of or '')[:8]}"
+    return f" is a retry of run {parent.run_id[:8]}, which failed in {failed['stage']}: {failed['reason']}"
+
+
 def cmd_cancel(args: argparse.Namespace) -> int:
-    instance = _instance()
+    from dubbing_assets.orchestration.instance import CANCELABLE
+
+    runs_api = _runs()
     key = check_slug(args.episode, "episode key")
     n = 0
-    for run in _episode_runs(instance, key):
-        if run.status.value in ("QUEUED", "NOT_STARTED", "STARTING", "STARTED"):
-            instance.run_coordinator.cancel_run(run.run_id)
-            print(f"canceled {run.run_id} ({run.status.value})")
+    for run in runs_api.for_episode(key):
+        if run.status in CANCELABLE:
+            runs_api.cancel(run)
+            print(f"canceled {run.run_id} ({run.status})")
             n += 1
     if not n:
         print(f"{key}: nothing queued or running")
@@ -387,11 +337,10 @@ def cmd_instance_init(args: argparse.Namespace) -> int:
     if swept:
         print(f"removed {len(swept)} stale plaintext temporaries left by killed processes")
     home = Path(os.environ.get("DAGSTER_HOME", "").strip() or ".")
+    from dubbing_assets.orchestration.instance import GPU_POOL
+
     with file_lock(home / ".dubbing-init.lock"):  # concurrent inits create the storage once
-        instance = _instance(create=True)
-        instance.get_runs(limit=1)  # run and event storage exist from here on
-        instance.all_instigator_state()  # and the schedule storage the daemon and sensors use
-    instance.event_log_storage.set_concurrency_slots(GPU_POOL, args.gpu_slots)
+        _runs(create=True).prepare(args.gpu_slots)
     print(f"instance ready: DUBBING_HOME={settings.home}, pool {GPU_POOL}={args.gpu_slots}")
     return 0
 

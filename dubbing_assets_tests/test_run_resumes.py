@@ -40,7 +40,7 @@ def _step_events(instance, run_id: str, kind) -> list[str]:
 def test_killed_run_is_retried_from_the_failure_and_delivered(tmp_path: Path) -> None:
     import dagster as dg
 
-    from dubbing_assets.cli_runs import _failed_stage
+    from dubbing_assets.orchestration.instance import Runs
 
     e2e = make_home(tmp_path / "instance", owner="crash-tester")
     ok = False
@@ -80,7 +80,8 @@ def test_killed_run_is_retried_from_the_failure_and_delivered(tmp_path: Path) ->
         assert parent.run_id == first.run_id and parent.status == dg.DagsterRunStatus.FAILURE
         assert retry.status == dg.DagsterRunStatus.SUCCESS
         assert retry.tags.get("dagster/parent_run_id") == first.run_id
-        failed = _failed_stage(instance, instance.get_run_by_id(first.run_id))
+        runs_api = Runs(instance=instance)
+        failed = runs_api.failed_stage(next(r for r in runs_api.for_episode(key) if r.run_id == first.run_id))
         assert failed["stage"] == "dub_speech" and failed["will_retry"] == "true", failed
         redone = set(_step_events(instance, retry.run_id, dg.DagsterEventType.STEP_START))
         done_before = set(_step_events(instance, first.run_id, dg.DagsterEventType.STEP_SUCCESS))

@@ -32,6 +32,8 @@ MODE = "dubbing/mode"
 RETRY_STRATEGY = "dagster/retry_strategy"
 
 MODES = ("low", "high")
+#: GPU-heavy stages share the `gpu` pool (its limit set by `dubbing instance init --gpu-slots`).
+GPU_POOL = "gpu"
 
 
 def lane_for(mode: str) -> str:

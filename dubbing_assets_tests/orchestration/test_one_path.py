@@ -3,7 +3,9 @@
 1. Only `dubbing_assets/orchestration/sensor.py` may create work: no other
    production module mentions `RunRequest`, `submit_run`, `launch_run`,
    `execute_in_process` or calls `materialize(`.
-2. Nothing under `dubbing_assets/core` imports Dagster.
+2. Nothing outside `dubbing_assets/orchestration` and `definitions.py` imports
+   Dagster: not the core, not the CLI (what it needs of the instance goes
+   through `orchestration/instance.py`).
 
 Each check is a plain function over a package folder, so the tests can also
 plant a violation in a temporary copy and prove the check fails.
@@ -43,8 +45,24 @@ def _is_dagster(module: str | None) -> bool:
 
 def core_dagster_imports(package: Path) -> list[str]:
     """`path:line: import` for every import of dagster (or a dagster_* package) under core/, at any depth."""
+    return dagster_imports(package, sorted((package / "core").rglob("*.py")))
+
+
+#: The only places Dagster may be imported.
+DAGSTER_ALLOWED = (Path("orchestration"), Path("definitions.py"))
+
+
+def dagster_imports_outside_orchestration(package: Path) -> list[str]:
+    """Dagster imports anywhere in the package but orchestration/ and definitions.py."""
+    paths = [p for p in sorted(package.rglob("*.py"))
+             if not any(p.relative_to(package).is_relative_to(allowed) for allowed in DAGSTER_ALLOWED)]
+    return dagster_imports(package, paths)
+
+
+def dagster_imports(package: Path, paths: list[Path]) -> list[str]:
+    """`path:line: import` for every import of dagster (or a dagster_* package) in `paths`, at any depth."""
     found = []
-    for path in sorted((package / "core").rglob("*.py")):
+    for path in paths:
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
@@ -75,6 +93,26 @@ def test_the_sensor_is_where_run_requests_come_from() -> None:
 def test_core_never_imports_dagster() -> None:
     assert list((PACKAGE / "core").rglob("*.py")), "no core modules found"
     assert core_dagster_imports(PACKAGE) == []
+
+
+def test_only_orchestration_imports_dagster() -> None:
+    assert (PACKAGE / "cli_runs.py").exists()
+    assert dagster_imports_outside_orchestration(PACKAGE) == []
+
+
+@pytest.mark.parametrize("module", ["cli_runs.py", "cli.py", "errors.py", "core/mux.py"])
+def test_a_planted_import_outside_orchestration_is_caught(package_copy: Path, module: str) -> None:
+    target = package_copy / module
+    target.write_text(target.read_text(encoding="utf-8") + "\ndef late():\n    import dagster as dg\n",
+                      encoding="utf-8")
+    (violation,) = dagster_imports_outside_orchestration(package_copy)
+    assert violation.startswith(f"dubbing_assets/{module}:")
+
+
+def test_orchestration_and_definitions_may_import_dagster() -> None:
+    allowed = [p for p in PACKAGE.rglob("*.py") if p.relative_to(PACKAGE).parts[0] in ("orchestration",
+                                                                                         "definitions.py")]
+    assert dagster_imports(PACKAGE, sorted(allowed))  # the check sees the imports it allows
 
 
 @pytest.mark.parametrize("module,line", [

@@ -12,10 +12,9 @@ from dubbing_assets.core.safepath import check_slug, safe_join
 from dubbing_assets.errors import DubbingError
 from dubbing_assets.orchestration.jobs import GROUP as GROUP  # one group name, shared with the jobs
 from dubbing_assets.orchestration.partitions import episodes
+from dubbing_assets.orchestration.tags import GPU_POOL as GPU_POOL
 
 PARTITIONS = episodes
-#: GPU-heavy stages share the `gpu` pool (limit set in dagster.yaml / at start-up).
-GPU_POOL = "gpu"
 
 
 def episode_record(context: dg.AssetExecutionContext, settings) -> dict[str, Any]:
