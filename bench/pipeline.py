@@ -56,8 +56,8 @@ def floor(clip: Path, work: Path) -> dict[str, float]:
     """The raw engine work of one episode, each part timed on its own."""
     from dubbing_assets.core import diarize
     from dubbing_assets.core.asr import Transcriber
+    from dubbing_assets.core.audio_io import load_audio_mono16k
     from dubbing_assets.core.ffmpeg import run_ffmpeg
-    from dubbing_assets.core.media import load_audio_mono16k
     from dubbing_assets.core.model import Voice
     from dubbing_assets.core.tts import get_engine
 

@@ -36,8 +36,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from dubbing_assets.core.loudness import ebur128  # noqa: E402
 from dubbing_assets.core.media import extract_audio, probe  # noqa: E402
-from dubbing_assets.core.mix import ebur128, mix  # noqa: E402
+from dubbing_assets.core.mix import mix  # noqa: E402
 from dubbing_assets.core.model import TranslatedLine  # noqa: E402
 from dubbing_assets.core.mux import mux  # noqa: E402
 from dubbing_assets.core.timing import LineCache, cached_synthesizer, fit_lines  # noqa: E402

@@ -39,7 +39,7 @@ def timed(fn: Callable[[], Any], repeat: int = 1) -> tuple[Any, float]:
 
 
 def bench_clip(clip: Path, transcriber: Any, work: Path, repeat: int) -> list[tuple[str, float]]:
-    from dubbing_assets.core import media
+    from dubbing_assets.core import audio_io, media
     from dubbing_assets.core.diarize import diarize
     from dubbing_assets.core.stems import SignalSeparator
     from dubbing_assets.core.subtitles import script_from_subtitles
@@ -54,7 +54,7 @@ def bench_clip(clip: Path, transcriber: Any, work: Path, repeat: int) -> list[tu
     rows.append(("extract audio (source rate/layout)", t))
     (dialogue, _), t = timed(lambda: SignalSeparator().separate(wav, work / f"{clip.stem}-stems"), repeat)
     rows.append(("separate (signal: VAD + mid/side)", t))
-    audio, t = timed(lambda: media.load_audio_mono16k(dialogue), repeat)
+    audio, t = timed(lambda: audio_io.load_audio_mono16k(dialogue), repeat)
     rows.append(("load dialogue 16 kHz mono", t))
     script, t = timed(lambda: transcriber.transcribe(audio), repeat)
     rows.append((f"ASR ({script.meta['model']}, detect+VAD+words)", t - script.meta.get("load_s", 0.0)))
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from dubbing_assets.core.asr import Transcriber
-    from dubbing_assets.core.media import load_audio_mono16k
+    from dubbing_assets.core.audio_io import load_audio_mono16k
     from dubbing_assets.core.models import ModelRegistry
 
     with tempfile.TemporaryDirectory(prefix="bench-understand-") as tmp:

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from dubbing_assets.core.audio_io import as_mono16k
 from dubbing_assets.core.model import Line, Script, Word
 from dubbing_assets.core.models import ModelRegistry
 from dubbing_assets.errors import ConfigError, EngineError
@@ -173,18 +174,9 @@ class Transcriber:
             self._load_s += time.perf_counter() - started
         return self._models[name]
 
-    @staticmethod
-    def _audio(wav: str | Path | np.ndarray) -> np.ndarray:
-        if isinstance(wav, np.ndarray):
-            audio = wav.astype(np.float32, copy=False)
-            return audio.mean(axis=1) if audio.ndim == 2 else audio
-        from dubbing_assets.core.media import load_audio_mono16k
-
-        return load_audio_mono16k(wav)
-
     def detect_language(self, wav: str | Path | np.ndarray) -> tuple[str, float]:
         """(language, probability) from the multilingual model, on speech only."""
-        audio = self._audio(wav)
+        audio = as_mono16k(wav)
         name = self.model if self.model != "auto" else "whisper-base"
         model = self.load(name)
         if not model.model.is_multilingual:
@@ -207,7 +199,7 @@ class Transcriber:
             from dubbing_assets.core.media import normalize_language
 
             language = normalize_language(language)
-        audio = self._audio(wav)
+        audio = as_mono16k(wav)
         duration = len(audio) / SAMPLE_RATE
         started = time.perf_counter()
         load_before = self._load_s

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from dubbing_assets.core.audio_io import as_mono16k
 from dubbing_assets.core.model import Voice
 from dubbing_assets.core.tts import SynthResult, TTSEngine
 from dubbing_assets.errors import DubbingError, EngineError, ModelNotFoundError, ToolNotFoundError
@@ -150,15 +151,6 @@ def noise_floor(audio: np.ndarray, lines: Sequence[tuple[float, float]], *, samp
     return float(max(np.median(power), 1e-12))
 
 
-def _load16k(dialogue_wav: str | Path | np.ndarray) -> np.ndarray:
-    if isinstance(dialogue_wav, np.ndarray):
-        audio = dialogue_wav.astype(np.float32, copy=False)
-        return audio.mean(axis=1) if audio.ndim == 2 else audio
-    from dubbing_assets.core.media import load_audio_mono16k
-
-    return load_audio_mono16k(dialogue_wav)
-
-
 def select_references(
     dialogue_wav: str | Path | np.ndarray,
     script_lines: Sequence[Any],
@@ -177,7 +169,7 @@ def select_references(
     When fewer than `min_total_s` clean seconds exist, the clean ones are
     still returned with ``enough=False`` and a note, so the caller decides.
     """
-    audio = _load16k(dialogue_wav)
+    audio = as_mono16k(dialogue_wav)
     lines = _lines(script_lines)
     floor = noise_floor(audio, [(a, b) for _, a, b, _ in lines])
     floor_db = 10 * np.log10(floor)
@@ -269,7 +261,7 @@ def reference_embedding(dialogue_wav: str | Path | np.ndarray, spans: Sequence[t
     """The character's Resemblyzer reference: mean of the spans' embeddings, L2-normalised."""
     from dubbing_assets.core.diarize import embed_span
 
-    audio = _load16k(dialogue_wav)
+    audio = as_mono16k(dialogue_wav)
     vecs = [embed_span(audio, a, b) for a, b in spans]
     if not vecs:
         return []
@@ -365,8 +357,8 @@ class LineOutcome:
 
 def resemblyzer_similarity(wav: Path, reference: Sequence[float]) -> float:
     """Cosine similarity of the Resemblyzer embedding of `wav` to `reference` (L2-normalised)."""
+    from dubbing_assets.core.audio_io import load_audio_mono16k
     from dubbing_assets.core.diarize import embed_span
-    from dubbing_assets.core.media import load_audio_mono16k
 
     audio = load_audio_mono16k(wav)
     emb = embed_span(audio, 0.0, audio.size / SAMPLE_RATE)

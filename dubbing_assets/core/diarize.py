@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from dubbing_assets.core.audio_io import as_mono16k
 from dubbing_assets.core.model import Line, Script, Speaker, Speakers
 from dubbing_assets.errors import ModelNotFoundError
 
@@ -57,15 +58,6 @@ def _encoder() -> Any:
     except ImportError as exc:
         raise ModelNotFoundError("Speaker embeddings need Resemblyzer: `pip install Resemblyzer`.") from exc
     return VoiceEncoder(device="cpu", verbose=False)
-
-
-def _audio(wav16k_or_path: str | Path | np.ndarray) -> np.ndarray:
-    if isinstance(wav16k_or_path, np.ndarray):
-        audio = wav16k_or_path.astype(np.float32, copy=False)
-        return audio.mean(axis=1) if audio.ndim == 2 else audio
-    from dubbing_assets.core.media import load_audio_mono16k
-
-    return load_audio_mono16k(wav16k_or_path)
 
 
 def _normalize(vec: np.ndarray) -> np.ndarray:
@@ -248,7 +240,7 @@ def diarize(wav16k_or_path: str | Path | np.ndarray, script: Script | None = Non
     holds each unit's speaker confidence and ``meta["low_confidence"]`` the
     units below `LOW_CONFIDENCE`.
     """
-    audio = _audio(wav16k_or_path)
+    audio = as_mono16k(wav16k_or_path)
     spans = _spans(script, audio)
     if not spans:
         return Speakers(speakers=[], line_speakers={}, method="diarization",
@@ -279,7 +271,7 @@ def speakers_from_subtitles(script: Script, audio: str | Path | np.ndarray) -> S
     Lines without a name are grouped under "unknown". The mean is weighted by
     line duration and L2-normalised.
     """
-    samples = _audio(audio)
+    samples = as_mono16k(audio)
     items = [(line.index, line.speaker or "unknown", round(line.end - line.start, 3),
               embed_span(samples, line.start, line.end)) for line in script.lines]
     names = {label: (None if label == "unknown" else label) for _, label, _, _ in items}
@@ -306,7 +298,7 @@ def split_turns(script: Script, audio: str | Path | np.ndarray, *, floor: float 
     that is merely short or noisy stays with its line). Each side is examined again; words go to the
     side their midpoint falls in; lines are renumbered in order.
     """
-    samples = _audio(audio)
+    samples = as_mono16k(audio)
     if len(script.lines) < 2:
         return script, []
     line_vecs = np.stack([embed_span_dvector(samples, ln.start, ln.end) for ln in script.lines])

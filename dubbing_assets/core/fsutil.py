@@ -43,10 +43,6 @@ def atomic_write_json(path: Path, data: Any, *, mode: int = 0o644) -> None:
                        mode=mode)
 
 
-def read_json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
 def cached_json(paths: Sequence[Path], build: Callable[[], dict[str, Any]],
                 valid: Callable[[dict[str, Any]], bool] = lambda _: True) -> tuple[dict[str, Any], bool]:
     """(entry, whether it was built): the first readable, `valid` copy among `paths`, copied into those

@@ -498,8 +498,8 @@ class Wav2LipPlugin:
     def sync(self, video: Path, audio: Path, out_video: Path) -> LipSyncResult:
         import cv2
 
+        from dubbing_assets.core.audio_io import load_audio_mono16k
         from dubbing_assets.core.ffmpeg import ffmpeg_exe
-        from dubbing_assets.core.media import load_audio_mono16k
 
         video, audio, out_video = Path(video), Path(audio), Path(out_video)
         try:

@@ -18,8 +18,6 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from dubbing_assets.core.ffmpeg import run_ffmpeg
 from dubbing_assets.errors import EngineError, MediaError
 
@@ -345,34 +343,3 @@ def extract_audio(path: str | Path, out_wav: str | Path, *, sample_rate: int | N
     finally:
         tmp.unlink(missing_ok=True)
     return out
-
-
-def load_audio_mono16k(path: str | Path) -> np.ndarray:
-    """Audio of a media or WAV file as float32 mono at 16 kHz (what ASR, VAD and embeddings take)."""
-    path = Path(path)
-    try:
-        import soundfile as sf
-
-        info = sf.info(str(path))
-        if info.samplerate == 16000 and info.channels == 1:
-            data, _ = sf.read(str(path), dtype="float32", always_2d=False)
-            return np.ascontiguousarray(data, dtype=np.float32)
-    except Exception:  # noqa: BLE001 - not a plain WAV: let ffmpeg decode it
-        pass
-    # A private temp file in the project's own tmp folder, never next to the source (that may be the
-    # watched inbox), named with the swept prefix so a killed process leaves nothing for long.
-    from dubbing_assets.core.crypto.files import plaintext_tempfile
-    from dubbing_assets.core.settings import private_tmp_dir
-
-    tmp = plaintext_tempfile(private_tmp_dir(), suffix=".16k.wav")
-    try:
-        run_ffmpeg(["-i", path, "-map", "0:a:0", "-vn", "-sn", "-dn", "-ac", "1", "-ar", "16000",
-                    "-c:a", "pcm_f32le", "-f", "wav", tmp], what=f"decoding audio of {path.name}")
-        import soundfile as sf
-
-        data, _ = sf.read(str(tmp), dtype="float32", always_2d=False)
-    except EngineError as exc:
-        raise MediaError(f"Could not decode audio from {path.name}: {exc}") from exc
-    finally:
-        tmp.unlink(missing_ok=True)
-    return np.ascontiguousarray(data, dtype=np.float32)

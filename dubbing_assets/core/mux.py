@@ -217,7 +217,7 @@ def _dub_filters(layout: str | None) -> list[str]:
     filters = [f"aformat=channel_layouts={layout}"]
     target = _AAC_LAYOUT.get(layout)
     if target:
-        from dubbing_assets.core.mix import LAYOUTS
+        from dubbing_assets.core.audio_io import LAYOUTS
 
         pairs = zip(LAYOUTS[layout], LAYOUTS[target], strict=True)
         filters.append(f"channelmap=map={'|'.join(f'{a}-{b}' for a, b in pairs)}:channel_layout={target}")

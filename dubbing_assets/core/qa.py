@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from dubbing_assets.core.audio_io import read_mono
 from dubbing_assets.core.model import TranslatedLine
 from dubbing_assets.core.timing import FitResult
 
@@ -230,13 +231,6 @@ def detect_onset(
     return (first + (int(inside[0]) if inside.size else 0)) / sample_rate
 
 
-def _read(path: Path | str) -> tuple[np.ndarray, int]:
-    import soundfile as sf
-
-    audio, sample_rate = sf.read(str(path), dtype="float32", always_2d=True)
-    return audio.mean(axis=1), int(sample_rate)
-
-
 def _wer(ref: str, hyp: str) -> float:
     from dubbing_assets.core.metrics import wer
 
@@ -265,13 +259,13 @@ def build_report(
     """Measure every line and the mix, and decide the checks.
 
     `loudness` is the mix's measurement (`MixResult.to_dict()` or
-    `mix.measure_loudness(...)`: `integrated_lufs`, `true_peak_db`,
+    `loudness.measure_loudness(...)`: `integrated_lufs`, `true_peak_db`,
     `clipped_samples`). `dub_stem`: the placed dub alone (mix(..., speech_wav=))
     to find onsets in the rendered track instead of in the clips.
     """
     limits = {**THRESHOLDS, **(thresholds or {})}
     by_index = {ln.index: ln for ln in lines}
-    stem: tuple[np.ndarray, int] | None = _read(dub_stem) if dub_stem is not None else None
+    stem: tuple[np.ndarray, int] | None = read_mono(dub_stem) if dub_stem is not None else None
     out: list[LineQA] = []
     previous_end = -math.inf
     for fit in sorted(fits, key=lambda f: f.start):
@@ -287,7 +281,7 @@ def build_report(
             rel = detect_onset(audio[lo:hi], sr)
             onset = None if rel is None else lo / sr + rel
         else:
-            audio, sr = _read(fit.path)
+            audio, sr = read_mono(fit.path)
             rel = detect_onset(audio, sr)
             onset = None if rel is None else fit.start + rel
         previous_end = max(previous_end, fit.start + fit.duration)
@@ -532,8 +526,8 @@ def character_voices(clips: Sequence[tuple[int, str, Path | str]], *,
     mean voices (lower is better). Lines whose speaker attribution was unsure (`low_confidence`, from the
     diarization) are listed, so a reviewer checks them first.
     """
+    from dubbing_assets.core.audio_io import load_audio_mono16k
     from dubbing_assets.core.diarize import embed_span
-    from dubbing_assets.core.media import load_audio_mono16k
 
     vecs: dict[int, np.ndarray] = {}
     who: dict[int, str] = {}

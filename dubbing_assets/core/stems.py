@@ -14,14 +14,13 @@ the separators, ASR refinement and diarization all use it.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from dubbing_assets.core.audio_io import as_mono16k, resample, write_wav_atomic
 from dubbing_assets.errors import EngineError, MediaError, ModelNotFoundError
 
 VAD_RATE = 16000
@@ -46,15 +45,6 @@ def _silero() -> Any:
     return load_silero_vad()
 
 
-def _as_mono16k(wav: str | Path | np.ndarray) -> np.ndarray:
-    if isinstance(wav, np.ndarray):
-        audio = wav.astype(np.float32, copy=False)
-        return audio.mean(axis=1) if audio.ndim == 2 else audio
-    from dubbing_assets.core.media import load_audio_mono16k
-
-    return load_audio_mono16k(wav)
-
-
 def vad_segments(wav: str | Path | np.ndarray, *, threshold: float = 0.5, min_speech_s: float = 0.25,
                  min_silence_s: float = 0.1, pad_s: float = 0.03,
                  backend: str = "auto") -> list[tuple[float, float]]:
@@ -69,7 +59,7 @@ def vad_segments(wav: str | Path | np.ndarray, *, threshold: float = 0.5, min_sp
     With ``pad_s=0`` (edges wanted as they are, e.g. to place lines) the
     starts are sharpened to the audible onset (`sharpen_starts`).
     """
-    audio = _as_mono16k(wav)
+    audio = as_mono16k(wav)
     if audio.size == 0:
         return []
     if backend == "auto":
@@ -201,45 +191,8 @@ def _read(in_wav: Path) -> tuple[np.ndarray, int, str | None, list[str]]:
 
 
 def _write(path: Path, data: np.ndarray, rate: int, layout: str | None = None) -> Path:
-    """Write a 24-bit WAV atomically (temp file in the same folder, fsync, rename).
-
-    For more than two channels the layout is stamped into the header (via
-    ffmpeg) so a 5.1 source gives 5.1 stems, not "6 unknown channels".
-    """
-    import soundfile as sf
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".wav", dir=path.parent)
-    os.close(fd)
-    stamped = Path(tmp).with_name(Path(tmp).name + ".layout.wav")
-    try:
-        sf.write(tmp, data, rate, subtype="PCM_24" if data.shape[-1] <= 2 or not layout else "FLOAT",
-                 format="WAV")
-        final = Path(tmp)
-        if data.ndim == 2 and data.shape[1] > 2 and layout:
-            from dubbing_assets.core.ffmpeg import run_ffmpeg
-
-            run_ffmpeg(["-ch_layout", layout, "-i", tmp, "-c:a", "pcm_s24le", "-f", "wav", stamped],
-                       what=f"writing the {layout} layout of {path.name}")
-            final = stamped
-        with open(final, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(final, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-        stamped.unlink(missing_ok=True)
-    return path
-
-
-def _resample_to_16k(mono: np.ndarray, rate: int) -> np.ndarray:
-    if rate == VAD_RATE:
-        return mono
-    from math import gcd
-
-    from scipy.signal import resample_poly
-
-    g = gcd(rate, VAD_RATE)
-    return resample_poly(mono, VAD_RATE // g, rate // g).astype(np.float32)
+    """A 24-bit stem, atomically, with the source's layout stamped in (a 5.1 source gives 5.1 stems)."""
+    return write_wav_atomic(path, data, rate, subtype="PCM_24", layout=layout)
 
 
 class SignalSeparator:
@@ -279,7 +232,7 @@ class SignalSeparator:
         self.last_info: dict[str, Any] = {}
 
     def _gate(self, mono: np.ndarray, rate: int) -> tuple[np.ndarray, list[tuple[float, float]]]:
-        segments = vad_segments(_resample_to_16k(mono, rate), threshold=self.vad_threshold,
+        segments = vad_segments(resample(mono, rate, VAD_RATE), threshold=self.vad_threshold,
                                 min_silence_s=0.2)
         return speech_gate(segments, mono.shape[0], rate, pad_s=self.pad_s, ramp_s=self.ramp_s), segments
 

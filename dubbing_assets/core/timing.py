@@ -38,8 +38,9 @@ from typing import Any
 
 import numpy as np
 
+from dubbing_assets.core.audio_io import read_mono, write_wav_atomic
 from dubbing_assets.core.model import TranslatedLine, Voice
-from dubbing_assets.core.tts import SynthResult, TTSEngine, write_wav_atomic
+from dubbing_assets.core.tts import SynthResult, TTSEngine
 
 #: A synthesizer callback: (rate, out_wav) -> SynthResult.
 Synthesizer = Callable[[float, Path], SynthResult]
@@ -93,13 +94,6 @@ class FitResult:
 
 # --------------------------------------------------------------------------------------------
 # audio helpers
-
-
-def _read_mono(path: Path) -> tuple[np.ndarray, int]:
-    import soundfile as sf
-
-    audio, sample_rate = sf.read(str(path), dtype="float32", always_2d=True)
-    return audio.mean(axis=1), int(sample_rate)
 
 
 def speech_bounds(
@@ -225,7 +219,7 @@ def fit_line(
         def render(rate: float) -> tuple[np.ndarray, int, int]:
             """Trimmed clip, its rate and its lead (silence before the onset, never before t = 0)."""
             result = synthesize(rate, Path(tmp) / f"raw-{rate:.3f}.wav")
-            audio, sample_rate = _read_mono(result.path)
+            audio, sample_rate = read_mono(result.path)
             trimmed, lead = trim_to_onset(audio, sample_rate, max_lead_s=max(0.0, float(start)))
             return trimmed, sample_rate, lead
 

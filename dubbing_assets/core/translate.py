@@ -182,7 +182,7 @@ class WhisperTranslator:
         if audio is None:
             raise ConfigError("whisper-translate needs audio= (the dialogue stem) to translate each line.")
         if not isinstance(audio, np.ndarray):
-            from dubbing_assets.core.media import load_audio_mono16k
+            from dubbing_assets.core.audio_io import load_audio_mono16k
 
             audio = load_audio_mono16k(audio)
         source = None if script.language in ("und", "") else script.language

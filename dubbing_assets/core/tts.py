@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import subprocess
 import tempfile
@@ -34,6 +33,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from dubbing_assets.core.audio_io import write_wav_atomic
 from dubbing_assets.core.model import Voice
 from dubbing_assets.errors import ConfigError, EngineError, ModelNotFoundError, ToolNotFoundError
 
@@ -76,24 +76,6 @@ class TTSEngine(Protocol):
 
 # --------------------------------------------------------------------------------------------
 # shared helpers
-
-
-def write_wav_atomic(path: Path, audio: np.ndarray, sample_rate: int) -> None:
-    """Write float audio as 16-bit PCM WAV: temp file in the same folder, fsync, rename."""
-    import soundfile as sf
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.wav", dir=path.parent)
-    os.close(fd)
-    try:
-        sf.write(tmp, np.asarray(audio, dtype=np.float32), sample_rate, subtype="PCM_16", format="WAV")
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def shift_voice(audio: np.ndarray, sample_rate: int, semitones: float) -> np.ndarray:

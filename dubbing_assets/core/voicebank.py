@@ -99,7 +99,7 @@ def build_bank(engines: Sequence[Any], cache_dir: Path | Sequence[Path] | None, 
     """The bank of `engines` (built `TTSEngine`s), reading the first cache of `cache_dir` (one folder or
     several, in order) that has an entry and writing new entries to all of them."""
     from dubbing_assets.core import diarize
-    from dubbing_assets.core.media import load_audio_mono16k
+    from dubbing_assets.core.audio_io import load_audio_mono16k
     from dubbing_assets.core.voicerange import median_f0, range_hint
 
     if embed is None:

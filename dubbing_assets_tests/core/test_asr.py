@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from dubbing_assets.core.audio_io import load_audio_mono16k
 from dubbing_assets.core.diarize import apply_speakers, diarize, speakers_from_subtitles
-from dubbing_assets.core.media import load_audio_mono16k
 from dubbing_assets.core.metrics import cer, chrf, wer
 from dubbing_assets.core.subtitles import script_from_subtitles
 from dubbing_assets.core.translate import WhisperTranslator

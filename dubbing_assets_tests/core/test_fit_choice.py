@@ -95,7 +95,7 @@ def test_the_reading_that_fits_wins_unless_it_is_much_less_likely() -> None:
 
 @pytest.mark.slow
 def test_whisper_readings_start_with_the_single_best() -> None:
-    from dubbing_assets.core.media import load_audio_mono16k
+    from dubbing_assets.core.audio_io import load_audio_mono16k
     from dubbing_assets_tests.core.understand_helpers import JA, ground_truth, shared_transcriber
 
     transcriber = shared_transcriber()

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from dubbing_assets.core.audio_io import load_audio_mono16k
 from dubbing_assets.core.engines.kokoro import KokoroEngine, espeak_to_kokoro, voice_gender
-from dubbing_assets.core.media import load_audio_mono16k
 from dubbing_assets.core.metrics import wer
 from dubbing_assets.core.model import Voice
 from dubbing_assets.core.tts import TTSEngine, get_engine

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from dubbing_assets.core import media
+from dubbing_assets.core import audio_io, media
 from dubbing_assets.core.ffmpeg import run_ffmpeg
 from dubbing_assets.errors import MediaError
 from dubbing_assets_tests.core.understand_helpers import EN, JA, validation
@@ -115,7 +115,7 @@ def test_extract_audio_keeps_rate_and_layout_by_default(tmp_path: Path) -> None:
 
 
 def test_load_audio_mono16k_keeps_the_file_timeline() -> None:
-    audio = media.load_audio_mono16k(EN)
+    audio = audio_io.load_audio_mono16k(EN)
     assert audio.dtype.name == "float32" and audio.ndim == 1
     assert len(audio) / 16000 == pytest.approx(10.472, abs=0.01)
     # The first line starts at 0.600 s (first sample above -40 dBFS).

@@ -8,14 +8,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from dubbing_assets.core.mix import (
-    duck_envelope,
-    ebur128,
-    integrated_lufs,
-    measure_loudness,
-    mix,
-    true_peak_dbtp,
-)
+from dubbing_assets.core.loudness import ebur128, integrated_lufs, measure_loudness, true_peak_dbtp
+from dubbing_assets.core.mix import duck_envelope, mix
 from dubbing_assets.errors import MediaError
 from dubbing_assets_tests.conftest import MEDIA
 
@@ -158,7 +152,8 @@ def test_loudness_helpers_and_errors(tmp_path: Path) -> None:
     ("layout", "sr"), [("stereo", 48000), ("5.1", 48000), ("mono", 44100), ("stereo", 22050)]
 )
 def test_streaming_meter_matches_pyloudnorm(layout: str, sr: int) -> None:
-    from dubbing_assets.core.mix import LAYOUTS, LoudnessMeter
+    from dubbing_assets.core.audio_io import LAYOUTS
+    from dubbing_assets.core.loudness import LoudnessMeter
 
     names = LAYOUTS[layout]
     t = np.arange(int(7.3 * sr)) / sr

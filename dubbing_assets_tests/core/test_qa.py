@@ -132,7 +132,7 @@ def test_sync_measured_in_the_rendered_dub_stem(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_round_trip_intelligibility_with_real_asr(tmp_path: Path) -> None:
     from dubbing_assets.core.asr import Transcriber
-    from dubbing_assets.core.media import load_audio_mono16k
+    from dubbing_assets.core.audio_io import load_audio_mono16k
     from dubbing_assets.core.model import Voice
     from dubbing_assets.core.models import ModelRegistry
     from dubbing_assets.core.timing import fit_lines
@@ -240,7 +240,7 @@ def test_isochrony_of_a_dub_that_speaks_late_and_long() -> None:
 def test_vad_isochrony_sees_a_late_dub_and_lost_pauses() -> None:
     """On the English fixture's real speech: the same audio scores 1; the same speech half a second late
     overlaps less but pauses alike; the speech with every pause cut out keeps no pause at all."""
-    from dubbing_assets.core.media import load_audio_mono16k
+    from dubbing_assets.core.audio_io import load_audio_mono16k
     from dubbing_assets.core.qa import vad_isochrony
     from dubbing_assets.core.stems import vad_segments
     from dubbing_assets_tests.core.understand_helpers import EN

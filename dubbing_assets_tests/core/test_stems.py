@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from dubbing_assets.core import media
+from dubbing_assets.core import audio_io, media
 from dubbing_assets.core.stems import (
     DemucsSeparator,
     Separator,
@@ -161,7 +161,7 @@ def test_get_separator() -> None:
 
 
 def test_both_silero_backends_agree() -> None:
-    audio = media.load_audio_mono16k(EN)
+    audio = audio_io.load_audio_mono16k(EN)
     onnx = vad_segments(audio, backend="onnx", min_silence_s=0.3)
     torch_ = vad_segments(audio, backend="torch", min_silence_s=0.3)
     assert len(onnx) == len(torch_)
@@ -174,7 +174,7 @@ def test_vad_starts_sharpened_to_the_audible_onset(clip: str) -> None:
     """With pad_s=0 (placing lines), starts sit on the ground truth's onsets, not Silero's late windows."""
     import json
 
-    from dubbing_assets.core.media import load_audio_mono16k
+    from dubbing_assets.core.audio_io import load_audio_mono16k
     from dubbing_assets_tests.conftest import MEDIA
 
     truth = json.loads((MEDIA / (clip.split(".")[0] + ".script.json")).read_text())["lines"]

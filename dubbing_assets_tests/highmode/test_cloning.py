@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from dubbing_assets.core.audio_io import load_audio_mono16k
 from dubbing_assets.core.cloning import (
     VerifiedCloneEngine,
     pick_references,
     reference_embedding,
     select_references,
 )
-from dubbing_assets.core.media import load_audio_mono16k
 from dubbing_assets.core.model import Voice
 
 pytestmark = [pytest.mark.highmode, pytest.mark.required]

@@ -45,7 +45,7 @@ def _round_trip_wer(dub: dict, references: list[str]) -> float:
     """Corpus WER of what whisper base hears in the delivered file's dub track, line by line, against the
     subtitle lines: measured on the deliverable with another model than QA's own tiny.en round trip."""
     from dubbing_assets.core.asr import Transcriber
-    from dubbing_assets.core.media import load_audio_mono16k
+    from dubbing_assets.core.audio_io import load_audio_mono16k
     from dubbing_assets.core.models import ModelRegistry
 
     audio = load_audio_mono16k(dub["manifest"]["video_path"])  # the first audio track: the dub

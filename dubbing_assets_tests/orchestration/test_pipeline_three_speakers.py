@@ -97,7 +97,7 @@ def test_each_character_its_own_real_voice(dubbed) -> None:
 
 def _dub_lines(dubbed) -> tuple[list[np.ndarray], list[str]]:
     """Each dub line's audio (16 kHz) and its true speaker."""
-    from dubbing_assets.core.media import load_audio_mono16k
+    from dubbing_assets.core.audio_io import load_audio_mono16k
 
     settings, key = dubbed["settings"], dubbed["key"]
     ring = keyring_from_settings(settings)

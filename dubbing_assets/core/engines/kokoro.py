@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from dubbing_assets.core.audio_io import write_wav_atomic
 from dubbing_assets.core.model import Voice
 from dubbing_assets.core.tts import (
     POSTPROCESS_VERSION,
@@ -43,7 +44,6 @@ from dubbing_assets.core.tts import (
     _peak_normalise,
     register_engine,
     shift_voice,
-    write_wav_atomic,
 )
 from dubbing_assets.errors import ConfigError, EngineError, ModelNotFoundError, ToolNotFoundError
 

@@ -158,8 +158,8 @@ def script(context: dg.AssetExecutionContext, dubbing: DubbingResource, source_m
                       "agglomerative clustering); one embedding per speaker for the voice bank.")
 def speakers(context: dg.AssetExecutionContext, script: dict[str, Any],
              audio_stems: dict[str, Any]) -> dict[str, Any]:
+    from dubbing_assets.core.audio_io import load_audio_mono16k
     from dubbing_assets.core.diarize import diarize, speakers_from_subtitles
-    from dubbing_assets.core.media import load_audio_mono16k
     from dubbing_assets.core.voicerange import median_f0
 
     sc = Script.from_dict(script)
