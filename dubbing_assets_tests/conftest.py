@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 from pathlib import Path
 
@@ -28,6 +29,26 @@ def dubbing_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     # what `dubbing instance init` does first: runs never create a keyring themselves
     Keyring.create(home / "keys" / "keyring.json")
     return home
+
+
+@pytest.fixture
+def keyring_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Where the CLI keeps its keyring in this test (DUBBING_KEYRING), with DUBBING_KEY unset."""
+    path = tmp_path / "keys" / "keyring.json"
+    monkeypatch.setenv("DUBBING_KEYRING", str(path))
+    monkeypatch.setenv("DUBBING_HOME", str(tmp_path / "home"))  # logs (the migration log) stay in the test
+    monkeypatch.delenv("DUBBING_LOG_DIR", raising=False)
+    monkeypatch.delenv("DUBBING_KEY", raising=False)
+    return path
+
+
+def secret_forms(ring: Keyring) -> list[str]:
+    """Every way a key of `ring` could leak into text: base64, hex, a base64 prefix, repr."""
+    forms = []
+    for kid in ring.keys():
+        key = ring.get(kid)
+        forms += [base64.b64encode(key).decode(), key.hex(), base64.b64encode(key).decode()[:20], repr(key)]
+    return forms
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:

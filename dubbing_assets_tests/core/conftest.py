@@ -43,14 +43,3 @@ def legacy_inputs(tmp_path: Path) -> Path:
 def ring() -> Keyring:
     """An in-memory keyring with one random key."""
     return Keyring.generate()
-
-
-@pytest.fixture
-def keyring_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Where the CLI keeps its keyring in this test (DUBBING_KEYRING), with DUBBING_KEY unset."""
-    path = tmp_path / "keys" / "keyring.json"
-    monkeypatch.setenv("DUBBING_KEYRING", str(path))
-    monkeypatch.setenv("DUBBING_HOME", str(tmp_path / "home"))  # logs (the migration log) stay in the test
-    monkeypatch.delenv("DUBBING_LOG_DIR", raising=False)
-    monkeypatch.delenv("DUBBING_KEY", raising=False)
-    return path

@@ -21,7 +21,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dubbing_assets.cli import main
 from dubbing_assets.core.crypto import (
     FORMAT_NEW,
     TEMP_PREFIX,
@@ -55,6 +54,7 @@ from dubbing_assets.core.crypto import (
 from dubbing_assets.core.crypto import format as fmt
 from dubbing_assets.core.crypto.legacy import LEGACY_TEMP_PREFIX
 from dubbing_assets.errors import DubbingError
+from dubbing_assets_tests.conftest import secret_forms
 
 CHUNK = 1000
 TAG = 16
@@ -465,57 +465,16 @@ def test_env_key_overrides_active_without_touching_the_file(tmp_path: Path) -> N
         open_keyring(path, {"DUBBING_KEY": "???"})
 
 
-def _secret_forms(ring: Keyring) -> list[str]:
-    forms = []
-    for kid in ring.keys():
-        key = ring.get(kid)
-        forms += [base64.b64encode(key).decode(), key.hex(), base64.b64encode(key).decode()[:20], repr(key)]
-    return forms
-
-
 def test_keys_never_in_repr_or_list(tmp_path: Path) -> None:
     ring = Keyring.create(tmp_path / "keyring.json")
     ring.rotate()
     ring.import_key(os.urandom(32))
     shown = repr(ring) + str(ring) + json.dumps(ring.list()) + repr(ring.list()) + repr(ring.__dict__)
     shown += str(ring._entries)  # the dataclass entries hide their key too
-    for secret in _secret_forms(ring):
+    for secret in secret_forms(ring):
         assert secret not in shown
     assert {"id", "created", "active", "fingerprint"} <= set(ring.list()[0])
     assert all("key" not in entry for entry in ring.list())
-
-
-def test_keys_never_in_cli_output(tmp_path: Path, keyring_path: Path,
-                                  capsys: pytest.CaptureFixture[str]) -> None:
-    key_file = tmp_path / "old.b64"
-    key_file.write_text(base64.b64encode(os.urandom(32)).decode() + "\n")
-    src = tmp_path / "p.bin"
-    src.write_bytes(b"hello")
-    assert main(["keys", "init"]) == 0
-    assert main(["keys", "rotate"]) == 0
-    assert main(["keys", "import", str(key_file), "--id", "old"]) == 0
-    assert main(["keys", "list"]) == 0
-    ring = Keyring.load(keyring_path)
-    encrypt_file(src, tmp_path / "p.enc", ring)
-    assert main(["decrypt", str(tmp_path / "p.enc"), str(tmp_path / "p.out")]) == 0
-    assert main(["migrate", str(tmp_path / "p.enc")]) == 0
-    assert main(["keys", "init"]) == 1  # exists: an error line, still no key
-    assert main(["decrypt", str(src), str(tmp_path / "x")]) == 1
-    captured = capsys.readouterr()
-    text = captured.out + captured.err
-    assert "old" in text and ring.active_id in text and "error: " in captured.err
-    for secret in _secret_forms(ring):
-        assert secret not in text
-
-
-def test_cli_errors_are_one_line(tmp_path: Path, keyring_path: Path,
-                                 capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["keys", "list"]) == 1
-    err = capsys.readouterr().err
-    assert err.startswith("error: ") and "dubbing keys init" in err and "Traceback" not in err
-    assert main(["keys", "init"]) == 0
-    assert main(["decrypt", str(tmp_path / "missing.enc"), str(tmp_path / "out")]) == 1
-    assert capsys.readouterr().err.startswith("error: ")
 
 
 # ---- temporary plaintext ------------------------------------------------------------------------------
