@@ -42,16 +42,15 @@ import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from dubbing_assets.errors import ConfigError, EngineError, MediaError, ModelNotFoundError, ToolNotFoundError
+from dubbing_assets.errors import EngineError, MediaError, ModelNotFoundError, ToolNotFoundError
 
 #: Entry-point group that lip-sync plugins register under.
-LIPSYNC_GROUP = "dubbing_assets.lipsync"
+LIPSYNC_GROUP = "dubbing_assets.lipsync"  # = plugins.LIPSYNC, the group pyproject.toml declares
 #: Model-registry name of the Wav2Lip checkpoint (a ``.pth`` file, or a folder holding one).
 WAV2LIP_MODEL = "wav2lip"
 #: What a result says when the detector found no face in any frame.
@@ -124,27 +123,16 @@ class LipSyncPlugin(Protocol):
 
 def available_plugins() -> dict[str, Any]:
     """Entry points of the ``dubbing_assets.lipsync`` group, by name (nothing imported yet)."""
-    return {ep.name: ep for ep in entry_points(group=LIPSYNC_GROUP)}
+    from dubbing_assets.core import plugins
+
+    return plugins.declared(plugins.LIPSYNC)
 
 
 def get_plugin(name: str = "wav2lip", **kw: Any) -> LipSyncPlugin:
-    """Build the plugin registered under `name` in the entry-point group (models still load lazily).
+    """Build the plugin registered under `name` in the entry-point group (models still load lazily)."""
+    from dubbing_assets.core import plugins
 
-    The built-in ``wav2lip`` is also found when the package metadata predates
-    its entry point (an old editable install), so that case needs no reinstall.
-    """
-    eps = available_plugins()
-    if name in eps:
-        try:
-            factory = eps[name].load()
-        except Exception as exc:  # noqa: BLE001 - a broken third-party plugin is the user's to fix
-            raise ConfigError(f"Lip-sync plugin {name!r} ({eps[name].value}) failed to import: {exc}") from exc
-    elif name == Wav2LipPlugin.name:
-        factory = Wav2LipPlugin
-    else:
-        known = sorted({*eps, Wav2LipPlugin.name})
-        raise ConfigError(f"Unknown lip-sync plugin {name!r}; installed: {', '.join(known)}.")
-    return factory(**kw)
+    return plugins.load(plugins.LIPSYNC, name, kind="lip-sync plugin")(**kw)
 
 
 # --------------------------------------------------------------------------------------------

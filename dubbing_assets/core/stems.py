@@ -397,15 +397,9 @@ class DemucsSeparator:
                 _write(out_dir / "background.wav", background.astype(np.float32), rate, layout))
 
 
-#: Registered separators, by name (one line per new engine).
-SEPARATORS: dict[str, type] = {"signal": SignalSeparator, "demucs": DemucsSeparator}
-
-
 def get_separator(name: str = "signal", **kwargs: Any) -> Separator:
-    """Build a separator by its registered name."""
-    try:
-        cls = SEPARATORS[name]
-    except KeyError as exc:
-        raise ModelNotFoundError(f"Unknown separator {name!r}; "
-                                 f"choose one of {', '.join(SEPARATORS)}.") from exc
+    """Build a separator by its name in the `dubbing_assets.separator` entry-point group (core/plugins.py)."""
+    from dubbing_assets.core import plugins
+
+    cls = plugins.load(plugins.SEPARATOR, name, kind="separator", error=ModelNotFoundError)
     return cls(**kwargs)

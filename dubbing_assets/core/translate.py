@@ -13,7 +13,7 @@ which engine ran. Engines, by registered name:
   CTranslate2, with the tokenizer shipped in the same folder.
 
 `choose_engine` implements "auto"; `apply_glossary` checks per-series terms.
-A new engine is one class here plus one line in `TRANSLATORS`.
+A new engine is one class plus one entry point in the `dubbing_assets.translator` group (core/plugins.py).
 """
 
 from __future__ import annotations
@@ -404,22 +404,12 @@ class CTranslate2Translator:
                                               "candidates": self.candidates})
 
 
-#: Engine name -> class. Registering a new engine is one line here.
-TRANSLATORS: dict[str, type] = {
-    PassthroughTranslator.name: PassthroughTranslator,
-    SubtitleTranslator.name: SubtitleTranslator,
-    WhisperTranslator.name: WhisperTranslator,
-    CTranslate2Translator.name: CTranslate2Translator,
-}
-
-
 def get_translator(name: str, **kwargs: Any) -> Translator:
     """Build a translation engine by its registered name (not "auto": see `choose_engine`)."""
-    try:
-        cls = TRANSLATORS[name]
-    except KeyError as exc:
-        raise ConfigError(f"Unknown translation engine {name!r}; set DUBBING_TRANSLATION_ENGINE to 'auto' or "
-                          f"one of: {', '.join(TRANSLATORS)}.") from exc
+    from dubbing_assets.core import plugins
+
+    cls = plugins.load(plugins.TRANSLATOR, name, kind="translation engine",
+                       hint="set DUBBING_TRANSLATION_ENGINE to 'auto' or ")
     return cls(**kwargs)
 
 

@@ -13,8 +13,9 @@ example, reads `settings["reference_wav"]` as its conditioning clip). `rate`
 is the speaking-rate factor the timing fit asks for on top of the voice
 (1.1 = 10 % faster); engines map it onto their own knob.
 
-A new engine is one class with `name`, `version`, `synthesize` and
-`voices`, plus one `register_engine(...)` line; no stage changes.
+A new engine is one module with a class that has `name`, `version`,
+`synthesize` and `voices`, plus one line in pyproject.toml's
+`dubbing_assets.tts` entry points (core/plugins.py); no stage changes.
 Engines load their models lazily, on the first `synthesize`, never at import.
 """
 
@@ -26,7 +27,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -362,31 +363,12 @@ class EspeakEngine:
 # --------------------------------------------------------------------------------------------
 # registry and voice assignment
 
-#: name -> factory. Adding an engine (XTTS v2, ...) is one `register_engine` call.
-ENGINES: dict[str, Callable[..., TTSEngine]] = {
-    "piper": PiperEngine,
-    "espeak": EspeakEngine,
-}
-
-
-def register_engine(name: str, factory: Callable[..., TTSEngine]) -> None:
-    """Make `factory(**kw)` available as `get_engine(name, **kw)`."""
-    ENGINES[name] = factory
-
-
 def get_engine(name: str, **kw: Any) -> TTSEngine:
-    """Build the engine registered as `name` (models still load lazily)."""
-    if name not in ENGINES:
-        from dubbing_assets.core.engines import ensure_engine
+    """Build the engine registered as `name` in the `dubbing_assets.tts` entry-point group (models still
+    load lazily; the engine's module is imported only now)."""
+    from dubbing_assets.core import plugins
 
-        ensure_engine(name)  # optional engines register themselves on import
-    try:
-        factory = ENGINES[name]
-    except KeyError:
-        raise ConfigError(
-            f"Unknown TTS engine {name!r}; choose one of: {', '.join(sorted(ENGINES))}."
-        ) from None
-    return factory(**kw)
+    return plugins.load(plugins.TTS, name, kind="TTS engine")(**kw)
 
 
 #: (pitch shift in semitones, length scale) per character slot of one base voice.

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from dubbing_assets.core import plugins
 from dubbing_assets.core.model import Line, Script, TranslatedLine, Translation
 from dubbing_assets.core.models import ModelRegistry
 from dubbing_assets.core.translate import (
-    TRANSLATORS,
     CTranslate2Translator,
     PassthroughTranslator,
     SubtitleTranslator,
@@ -34,8 +34,9 @@ def _ja_script(speaker: str | None = None) -> Script:
 
 
 def test_registry_and_protocol() -> None:
-    assert set(TRANSLATORS) == {"passthrough", "subtitles", "whisper-translate", "ctranslate2"}
-    for name in TRANSLATORS:
+    names = set(plugins.declared(plugins.TRANSLATOR))
+    assert names == {"passthrough", "subtitles", "whisper-translate", "ctranslate2"}
+    for name in names:
         assert isinstance(get_translator(name), Translator)
     with pytest.raises(ConfigError, match="Unknown translation engine"):
         get_translator("babelfish")

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from dubbing_assets.core.engines import ENGINE_MODULES, ensure_engine
+from dubbing_assets.core import plugins
 from dubbing_assets.core.engines.xtts import split_for_retry, xtts_available
-from dubbing_assets.core.tts import ENGINES, get_engine
-from dubbing_assets.errors import ToolNotFoundError
+from dubbing_assets.core.tts import get_engine
+from dubbing_assets.errors import ConfigError, ToolNotFoundError
 
 
-def test_xtts_registers_on_import_without_loading_anything() -> None:
-    assert ENGINE_MODULES["xtts"] == "dubbing_assets.core.engines.xtts"
-    assert ensure_engine("xtts") and "xtts" in ENGINES
-    assert not ensure_engine("no-such-engine")
+def test_xtts_is_declared_and_loads_without_the_extra() -> None:
+    assert plugins.declared(plugins.TTS)["xtts"].value == "dubbing_assets.core.engines.xtts:XTTSEngine"
+    assert plugins.load(plugins.TTS, "xtts", kind="TTS engine").__name__ == "XTTSEngine"  # no model, no torch
+    with pytest.raises(ConfigError, match="Unknown TTS engine 'no-such-engine'"):
+        get_engine("no-such-engine")
 
 
 @pytest.mark.required  # CI runs it in .venv, which has no xtts extra

@@ -14,16 +14,15 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from dubbing_assets.core import cloning
+from dubbing_assets.core import cloning, plugins
 from dubbing_assets.core.characters import CharacterStore
 from dubbing_assets.core.crypto import Keyring
-from dubbing_assets.core.engines import ensure_engine
 from dubbing_assets.core.engines.xtts import XTTS_MODEL, XTTSEngine, split_for_retry
 from dubbing_assets.core.model import TranslatedLine, Voice
 from dubbing_assets.core.models import ModelRegistry
 from dubbing_assets.core.random_models import build_random_xtts
 from dubbing_assets.core.timing import fit_lines
-from dubbing_assets.core.tts import ENGINES, TTSEngine, get_engine
+from dubbing_assets.core.tts import TTSEngine, get_engine
 from dubbing_assets.errors import EngineError, ModelNotFoundError
 
 pytestmark = [pytest.mark.highmode, pytest.mark.required]
@@ -62,7 +61,7 @@ def _voice(latents: dict, **settings) -> Voice:
 
 
 def test_registered_on_demand_and_loaded_once(engine: XTTSEngine, models_dir: Path) -> None:
-    assert ensure_engine("xtts") and "xtts" in ENGINES
+    assert plugins.load(plugins.TTS, "xtts", kind="TTS engine") is XTTSEngine
     built = get_engine("xtts", model_path=models_dir / XTTS_MODEL, device="cpu")
     assert isinstance(built, TTSEngine) and built.name == "xtts" and built.voices() == [XTTS_MODEL]
     assert engine.folder == models_dir / XTTS_MODEL

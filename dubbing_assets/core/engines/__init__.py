@@ -1,32 +1,12 @@
-"""Optional TTS engines that live in their own modules (heavy or extra-only dependencies).
+"""TTS engines that live in their own modules (heavy or extra-only dependencies), and the router that
+lets one cast mix engines.
 
-Importing a module here registers its engine with `core.tts.register_engine`;
-nothing is imported until an engine is asked for by name, so the base install
-never needs an extra's packages::
-
-    from dubbing_assets.core.engines import ensure_engine
-    ensure_engine("xtts")              # imports core.engines.xtts, which registers "xtts"
-    engine = get_engine("xtts")        # core.tts registry, model still loads lazily
+Each engine here is declared in pyproject.toml's ``dubbing_assets.tts`` entry
+points (core/plugins.py) and imported only when `tts.get_engine` asks for it
+by name, so the base install never needs an extra's packages.
 """
 
 from __future__ import annotations
-
-import importlib
-
-#: Engine name -> module that registers it when imported.
-ENGINE_MODULES: dict[str, str] = {
-    "xtts": "dubbing_assets.core.engines.xtts",
-    "kokoro": "dubbing_assets.core.engines.kokoro",
-}
-
-
-def ensure_engine(name: str) -> bool:
-    """Import the module that registers engine `name`; False when no module provides it."""
-    module = ENGINE_MODULES.get(name)
-    if module is None:
-        return False
-    importlib.import_module(module)
-    return True
 
 
 class VoiceRouter:

@@ -42,7 +42,6 @@ from dubbing_assets.core.tts import (
     POSTPROCESS_VERSION,
     SynthResult,
     _peak_normalise,
-    register_engine,
     shift_voice,
 )
 from dubbing_assets.errors import ConfigError, EngineError, ModelNotFoundError, ToolNotFoundError
@@ -285,5 +284,3 @@ def _trim(audio: np.ndarray, thresh: float = 0.01, pad: int = int(0.03 * SAMPLE_
         return audio
     return audio[max(0, idx[0] - pad): idx[-1] + pad]
 
-
-register_engine("kokoro", KokoroEngine)

@@ -49,7 +49,6 @@ from dubbing_assets.core.tts import (
     POSTPROCESS_VERSION,
     SynthResult,
     _peak_normalise,
-    register_engine,
     shift_voice,
 )
 from dubbing_assets.errors import EngineError, ModelNotFoundError, ToolNotFoundError
@@ -414,5 +413,3 @@ class XTTSEngine:
         write_wav_atomic(Path(out_wav), audio, sample_rate)
         return SynthResult(Path(out_wav), len(audio) / sample_rate, sample_rate)
 
-
-register_engine("xtts", XTTSEngine)
