@@ -47,14 +47,15 @@ class SubmitOptions:
         return self.relpath is None or (self.relpath == relpath and self.fingerprint in (None, fingerprint))
 
     def validate(self) -> SubmitOptions:
-        if not isinstance(self.priority, int) or not PRIORITY_LIMITS[0] <= self.priority <= PRIORITY_LIMITS[1]:
+        whole = isinstance(self.priority, int) and not isinstance(self.priority, bool)
+        if not whole or not PRIORITY_LIMITS[0] <= self.priority <= PRIORITY_LIMITS[1]:
             raise ValueError(f"priority {self.priority!r} is not valid; use a whole number from "
                              f"{PRIORITY_LIMITS[0]} to {PRIORITY_LIMITS[1]}.")
         if self.mode not in ("low", "high"):
             raise ValueError(f"mode {self.mode!r} is not valid; use 'low' or 'high'.")
         if self.visibility not in ("private", "public"):
             raise ValueError(f"visibility {self.visibility!r} is not valid; use 'private' or 'public'.")
-        if not (len(self.target_lang) in (2, 3) and self.target_lang.isalpha()):
+        if not (len(self.target_lang) in (2, 3) and self.target_lang.isascii() and self.target_lang.isalpha()):
             raise ValueError(f"target language {self.target_lang!r} is not an ISO 639 code such as 'en'.")
         return self
 
@@ -84,7 +85,9 @@ def read_submit_request(requests_dir: Path, key: str) -> SubmitOptions | None:
         data = json.loads(path.read_text(encoding="utf-8"))
         known = {k: v for k, v in data.items() if k in SubmitOptions.__dataclass_fields__}
         options = SubmitOptions(**known)
-        options.priority, options.owner = int(options.priority), str(options.owner)
+        if isinstance(options.priority, str):  # "7" from a hand-written file; 7.5 stays and is refused
+            options.priority = int(options.priority)
+        options.owner = str(options.owner)
         return options.validate()
     except (ValueError, TypeError, AttributeError) as exc:
         raise ValueError(f"{path.name} is not a valid submit request ({exc}); "

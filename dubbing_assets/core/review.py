@@ -45,11 +45,12 @@ def apply_review(review_dir: Path, key: str, translation: Translation) -> int:
     """Apply a person's edits (if any) to `translation` in place; rewrite the review file; return edits."""
     path = review_file(review_dir, key)
     edits = 0
-    if path.exists() and is_user_edit(path):
+    if path.exists():  # a file a person broke while editing is reported, never overwritten
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except ValueError as exc:
             raise ConfigError(f"{path} is not valid JSON ({exc}); fix it or delete it.") from exc
+    if path.exists() and is_user_edit(path):
         edited = {int(ln["index"]): str(ln["text"]) for ln in data["lines"]}
         for line in translation.lines:
             new = edited.get(line.index)
@@ -81,10 +82,14 @@ def load_glossary(output_root: Path, series: str) -> dict[str, str]:
     path = safe_join(output_root, check_slug(series, "series"), "glossary.yaml")
     if not path.exists():
         return {}
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    try:  # BaseLoader: terms stay as written (YAML 1.1 would make `no: nein` a False and `010` an 8)
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=yaml.BaseLoader) or {}  # noqa: S506
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML ({exc}); fix it or delete it.") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must map source terms to target terms (term: translation).")
-    return {str(k): str(v) for k, v in data.items()}
+    missing = [str(k) for k, v in data.items() if not isinstance(v, str) or not v.strip()]
+    if missing:
+        raise ConfigError(f"{path}: {', '.join(missing)} has no translation (term: translation); add one or "
+                          "remove the term.")
+    return {str(k): v for k, v in data.items()}

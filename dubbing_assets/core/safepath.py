@@ -23,7 +23,7 @@ def slugify(text: str, *, max_len: int = 60) -> str:
 
 
 def is_slug(name: str) -> bool:
-    return bool(_SLUG_RE.match(name))
+    return bool(_SLUG_RE.fullmatch(name))  # not .match: `$` also matches before a final newline
 
 
 def check_slug(name: str, what: str = "name") -> str:

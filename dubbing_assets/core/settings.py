@@ -11,6 +11,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from dubbing_assets.errors import ConfigError
 
@@ -150,16 +151,20 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         return Path(_env(env, name, str(default))).expanduser()
 
     models = env.get("DUBBING_MODELS_DIR", "").strip()
-    try:
-        lufs = float(_env(env, "DUBBING_LOUDNESS_LUFS", "-23"))
-        cap = int(_env(env, "DUBBING_SENSOR_MAX_REQUESTS", "20"))
-        stable_ticks = int(_env(env, "DUBBING_INBOX_STABLE_TICKS", "2"))
-        settle_s = float(_env(env, "DUBBING_INBOX_SETTLE_S", "10"))
-        clone_min = float(_env(env, "DUBBING_CLONE_MIN_SIMILARITY", "0.70"))
-        tolerance_ms = float(_env(env, "DUBBING_QA_OVERFLOW_TOLERANCE_MS", "20"))
-        candidates = int(_env(env, "DUBBING_TRANSLATION_CANDIDATES", "5"))
-    except ValueError as exc:
-        raise ConfigError(f"A numeric DUBBING_* setting is not a number ({exc}); fix it or unset it.") from exc
+    def number(name: str, default: str, kind: type[int] | type[float]) -> Any:
+        value = _env(env, name, default)
+        try:
+            return kind(value)
+        except ValueError as exc:
+            raise ConfigError(f"{name}={value!r} is not a number ({exc}); fix it or unset it.") from exc
+
+    lufs = number("DUBBING_LOUDNESS_LUFS", "-23", float)
+    cap = number("DUBBING_SENSOR_MAX_REQUESTS", "20", int)
+    stable_ticks = number("DUBBING_INBOX_STABLE_TICKS", "2", int)
+    settle_s = number("DUBBING_INBOX_SETTLE_S", "10", float)
+    clone_min = number("DUBBING_CLONE_MIN_SIMILARITY", "0.70", float)
+    tolerance_ms = number("DUBBING_QA_OVERFLOW_TOLERANCE_MS", "20", float)
+    candidates = number("DUBBING_TRANSLATION_CANDIDATES", "5", int)
     if not 0 <= tolerance_ms < 10_000:
         raise ConfigError(f"DUBBING_QA_OVERFLOW_TOLERANCE_MS={tolerance_ms:g} is not valid; use milliseconds "
                           "from 0 (every overflow counts) upwards, e.g. 20.")
