@@ -150,6 +150,8 @@ def cluster_speakers(embeddings: np.ndarray, *, floor: float = MIN_SPEAKER_DISTA
     gap between merge heights, used before, hung on two nearly equal gaps for two similar women.)
     """
     n = len(embeddings)
+    if n and (silent := _without_voice(embeddings)):
+        return _cluster_around(embeddings, silent, floor)
     if n < 2:
         return [0] * n, [1.0] * n, {"speakers_chosen_by": "one unit", "merge_heights": []}
     from scipy.cluster.hierarchy import fcluster, linkage
@@ -189,6 +191,31 @@ def cluster_speakers(embeddings: np.ndarray, *, floor: float = MIN_SPEAKER_DISTA
         a = a or 0.0
         confidence.append(round(max(0.0, min(1.0, (b - a) / max(a, b, 1e-6))), 3))
     return labels, confidence, info
+
+
+def _without_voice(embeddings: np.ndarray) -> list[int]:
+    """Items with no voice to compare: a zero (or non-finite) embedding, which is what a span with under 0.1 s
+    of audio gets (a subtitle line past the end of the audio). Cosine distance to them is NaN."""
+    norms = np.linalg.norm(np.asarray(embeddings, dtype=np.float64), axis=1)
+    return [i for i, v in enumerate(norms) if not np.isfinite(v) or v < 1e-8]
+
+
+def _cluster_around(embeddings: np.ndarray, silent: list[int], floor: float
+                    ) -> tuple[list[int], list[float], dict[str, Any]]:
+    """Cluster the items that have a voice; each silent one takes its nearest voiced neighbour's speaker
+    (lines in order: the line next to it), with confidence 0 so the review flags it."""
+    n = len(embeddings)
+    voiced = [i for i in range(n) if i not in set(silent)]
+    if not voiced:
+        return [0] * n, [0.0] * n, {"speakers_chosen_by": "no unit has audio", "merge_heights": [],
+                                    "no_audio": silent}
+    got, sure, info = cluster_speakers(np.asarray(embeddings)[voiced], floor=floor)
+    labels, confidence = [0] * n, [0.0] * n
+    for k, i in enumerate(voiced):
+        labels[i], confidence[i] = got[k], sure[k]
+    for i in silent:
+        labels[i] = labels[min(voiced, key=lambda j: (abs(j - i), j))]
+    return labels, confidence, {**info, "no_audio": silent}
 
 
 def _near_far(square: np.ndarray, labels: list[int], i: int) -> tuple[float | None, float | None]:
