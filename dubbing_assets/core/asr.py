@@ -22,33 +22,13 @@ from typing import Any
 import numpy as np
 
 from dubbing_assets.core.audio_io import as_mono16k
-from dubbing_assets.core.model import Line, Script, Word
+from dubbing_assets.core.contracts import Line, Script, Word
+from dubbing_assets.core.device import ctranslate2_device
 from dubbing_assets.core.models import ModelRegistry
 from dubbing_assets.errors import ConfigError, EngineError
 
 SAMPLE_RATE = 16000
 UNKNOWN_SPEAKER = "unknown"
-
-
-def resolve_device(device: str = "auto", compute_type: str | None = None) -> tuple[str, str]:
-    """(device, compute_type) for CTranslate2: CUDA when both torch and CTranslate2 see a GPU.
-
-    int8 on CPU (fast, small, the accuracy measured in the fixtures), float16 on CUDA.
-    """
-    device = (device or "auto").lower()
-    if device == "auto":
-        device = "cpu"
-        try:
-            import ctranslate2
-            import torch
-
-            if torch.cuda.is_available() and ctranslate2.get_cuda_device_count() > 0:
-                device = "cuda"
-        except Exception:  # noqa: BLE001 - no torch / no CUDA build: CPU
-            device = "cpu"
-    if device not in ("cpu", "cuda"):
-        raise ConfigError(f"DUBBING_DEVICE={device!r} is not valid; use 'auto', 'cpu' or 'cuda'.")
-    return device, compute_type or ("float16" if device == "cuda" else "int8")
 
 
 @dataclass(frozen=True)
@@ -131,7 +111,7 @@ class Transcriber:
                  options: AsrOptions | None = None) -> None:
         self.model = model or "auto"
         self._registry = registry
-        self.device, self.compute_type = resolve_device(device, compute_type)
+        self.device, self.compute_type = ctranslate2_device(device, compute_type)
         self.cpu_threads = cpu_threads
         self.options = options or AsrOptions()
         self._models: dict[str, Any] = {}

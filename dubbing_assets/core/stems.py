@@ -331,11 +331,9 @@ class DemucsSeparator:
         return model
 
     def _device(self) -> str:
-        if self.device != "auto":
-            return self.device
-        import torch
+        from dubbing_assets.core.device import torch_device
 
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        return torch_device(self.device)
 
     def separate(self, in_wav: str | Path, out_dir: str | Path) -> tuple[Path, Path]:
         """Write ``dialogue.wav`` and ``background.wav`` into ``out_dir``; return their paths."""

@@ -27,7 +27,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from dubbing_assets.core.model import Script, TranslatedLine, Translation
+from dubbing_assets.core.contracts import Script, TranslatedLine, Translation
 from dubbing_assets.core.models import ModelRegistry
 from dubbing_assets.errors import ConfigError, EngineError, ModelNotFoundError
 
@@ -338,9 +338,9 @@ class CTranslate2Translator:
         if path not in self._loaded:
             import ctranslate2
 
-            from dubbing_assets.core.asr import resolve_device
+            from dubbing_assets.core.device import ctranslate2_device
 
-            device, compute = resolve_device(self.device)
+            device, compute = ctranslate2_device(self.device)
             try:
                 translator = ctranslate2.Translator(str(path), device=device, compute_type=compute)
             except Exception as exc:  # noqa: BLE001

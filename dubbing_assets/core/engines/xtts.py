@@ -44,7 +44,8 @@ from typing import Any
 import numpy as np
 
 from dubbing_assets.core.audio_io import write_wav_atomic
-from dubbing_assets.core.model import Voice
+from dubbing_assets.core.contracts import Voice
+from dubbing_assets.core.device import torch_device
 from dubbing_assets.core.tts import (
     POSTPROCESS_VERSION,
     SynthResult,
@@ -140,10 +141,6 @@ def _download(prefix: Path) -> Path:
     return path.parent if path.is_file() else path
 
 
-def _default_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def split_for_retry(text: str) -> list[str]:
@@ -223,7 +220,7 @@ class XTTSEngine:
     @property
     def device(self) -> str:
         if self._device is None:
-            self._device = _default_device()
+            self._device = torch_device()
         return self._device
 
     @property
