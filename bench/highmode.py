@@ -42,7 +42,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from dubbing_assets.core.cloning import cut_references  # noqa: E402
-from dubbing_assets.core.model import Voice  # noqa: E402
+from dubbing_assets.core.contracts import Voice  # noqa: E402
 from dubbing_assets.core.tts import PiperEngine  # noqa: E402
 
 MEDIA = ROOT / "dubbing_assets_tests" / "data" / "media"

@@ -54,9 +54,9 @@ def clips(work: Path, names: list[str], registry: Any) -> list[tuple[str, Path, 
 def measure(name: str, clip: Path, truth: list[dict[str, Any]], candidates: int, registry: Any, kokoro: Any,
             work: Path) -> dict[str, dict[str, Any]]:
     from dubbing_assets.core import fit_choice, media, qa, stems
+    from dubbing_assets.core.contracts import Line, Script, Voice
     from dubbing_assets.core.duration import duration_model
     from dubbing_assets.core.metrics import chrf
-    from dubbing_assets.core.model import Line, Script, Voice
     from dubbing_assets.core.timing import fit_lines, line_slots
     from dubbing_assets.core.translate import WhisperTranslator
     from dubbing_assets.core.voicebank import user_cache_dir

@@ -57,8 +57,8 @@ def floor(clip: Path, work: Path) -> dict[str, float]:
     from dubbing_assets.core import diarize
     from dubbing_assets.core.asr import Transcriber
     from dubbing_assets.core.audio_io import load_audio_mono16k
+    from dubbing_assets.core.contracts import Voice
     from dubbing_assets.core.ffmpeg import run_ffmpeg
-    from dubbing_assets.core.model import Voice
     from dubbing_assets.core.tts import get_engine
 
     times: dict[str, float] = {}

@@ -36,10 +36,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from dubbing_assets.core.contracts import TranslatedLine  # noqa: E402
 from dubbing_assets.core.loudness import ebur128  # noqa: E402
 from dubbing_assets.core.media import extract_audio, probe  # noqa: E402
 from dubbing_assets.core.mix import mix  # noqa: E402
-from dubbing_assets.core.model import TranslatedLine  # noqa: E402
 from dubbing_assets.core.mux import mux  # noqa: E402
 from dubbing_assets.core.timing import LineCache, cached_synthesizer, fit_lines  # noqa: E402
 from dubbing_assets.core.tts import PiperEngine, assign_voice  # noqa: E402
@@ -135,7 +135,7 @@ def bench_clip(engine: PiperEngine, media: Path, work: Path) -> dict[str, Any]:
     kokoro = _kokoro()
     kokoro_s = None
     if kokoro is not None:
-        from dubbing_assets.core.model import Voice
+        from dubbing_assets.core.contracts import Voice
 
         voice = Voice(engine="kokoro", voice=kokoro.default_voice)
         t0 = time.perf_counter()

@@ -220,7 +220,7 @@ def make_clip(out: Path, text: str, *, seconds: float = 2.0, language: str = "en
 
     The audio track is tagged with `language` (ISO 639-2), as episode files usually are.
     """
-    from dubbing_assets.core.model import Voice
+    from dubbing_assets.core.contracts import Voice
     from dubbing_assets.core.tts import get_engine
 
     ffmpeg = ffmpeg or find_ffmpeg()

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from dubbing_assets.core.audio_io import as_mono16k
-from dubbing_assets.core.model import Line, Script, Speaker, Speakers
+from dubbing_assets.core.contracts import Line, Script, Speaker, Speakers
 from dubbing_assets.errors import ModelNotFoundError
 
 SAMPLE_RATE = 16000

@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from dubbing_assets.core.contracts import Voice
 from dubbing_assets.core.fsutil import cached_json
-from dubbing_assets.core.model import Voice
 
 #: Bump when the features or the calibration change: cached fits are then refitted.
 DURATION_VERSION = 1

@@ -24,7 +24,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from dubbing_assets.core.model import TranslatedLine, Translation, Voice
+from dubbing_assets.core.contracts import TranslatedLine, Translation, Voice
 
 OVER_FREE = 1.08
 OVER_WEIGHT = 3.0

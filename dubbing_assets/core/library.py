@@ -21,8 +21,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from dubbing_assets.core.contracts import Voice
 from dubbing_assets.core.fsutil import atomic_write_text, file_lock
-from dubbing_assets.core.model import Voice
 from dubbing_assets.errors import ConfigError, UnsafeNameError
 
 try:  # shared primitives written alongside; private fallbacks keep this module standalone

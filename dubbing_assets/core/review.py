@@ -17,8 +17,8 @@ from typing import Any
 
 import yaml
 
+from dubbing_assets.core.contracts import Translation
 from dubbing_assets.core.fsutil import atomic_write_json
-from dubbing_assets.core.model import Translation
 from dubbing_assets.core.safepath import check_slug, safe_join
 from dubbing_assets.errors import ConfigError
 

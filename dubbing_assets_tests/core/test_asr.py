@@ -66,7 +66,7 @@ def test_diarization_finds_the_two_speakers(ja_script, ja_audio: np.ndarray) -> 
 
 def test_monologue_is_one_speaker() -> None:
     gt = ground_truth(EN)["lines"]
-    from dubbing_assets.core.model import Line, Script
+    from dubbing_assets.core.contracts import Line, Script
 
     script = Script("en", "asr", [Line(g["index"], g["start"], g["end"], "unknown", g["text_en"])
                                   for g in gt])
@@ -86,7 +86,7 @@ def test_speakers_from_subtitle_actors(ja_audio: np.ndarray) -> None:
 
 def test_whisper_translate_english_lines(ja_audio: np.ndarray) -> None:
     truth = ground_truth(JA)["lines"]
-    from dubbing_assets.core.model import Line, Script
+    from dubbing_assets.core.contracts import Line, Script
 
     script = Script("ja", "asr", [Line(t["index"], t["start"], t["end"], t["speaker"], t["text_ja"])
                                   for t in truth])
@@ -122,8 +122,8 @@ def test_dvector_embedder_separates_similar_voices_better_than_resemblyzer(tmp_p
     """Two Kokoro women and one man, music under them: d-vector between-speaker cosines stay lower."""
     import itertools
 
+    from dubbing_assets.core.contracts import Voice
     from dubbing_assets.core.diarize import embed_span, embed_span_dvector
-    from dubbing_assets.core.model import Voice
     from dubbing_assets.core.tts import get_engine
 
     kokoro = get_engine("kokoro")
@@ -154,7 +154,7 @@ def test_a_line_starting_where_the_last_one_ended_snaps_to_its_own_speech() -> N
     before, the grazed region counted as the line's first and the start stayed 0.4 s early (the figures of
     the three-speaker clip's dialogue stem under the static ffmpeg: 3 of 7 dub onsets 400-490 ms early)."""
     from dubbing_assets.core.asr import refine_line_times
-    from dubbing_assets.core.model import Line, Word
+    from dubbing_assets.core.contracts import Line, Word
 
     lines = [Line(index=0, start=1.033, end=3.4, speaker="?", text="a", words=[Word(0.62, 1.14, "a")]),
              Line(index=1, start=3.4, end=7.392, speaker="?", text="b", words=[Word(3.4, 4.0, "b")]),

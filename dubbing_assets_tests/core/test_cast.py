@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from dubbing_assets.core.cast import choose_voice, cosine, match_speakers, next_character_ids
-from dubbing_assets.core.model import Voice
+from dubbing_assets.core.contracts import Voice
 from dubbing_assets.core.tts import assign_voice
 
 
@@ -131,7 +131,7 @@ def test_cast_episode_gives_distinct_real_voices_and_keeps_them(tmp_path, ring) 
     """Three new speakers (two women, one man): three different bank voices, none shifted; kept next episode."""
     from dubbing_assets.core.cast import cast_episode
     from dubbing_assets.core.characters import transaction
-    from dubbing_assets.core.model import Speaker
+    from dubbing_assets.core.contracts import Speaker
 
     bank = _bank()
     speakers = [Speaker(label="spk0", embedding=near(unit(100), 4), seconds=5.0, lines=[0], f0_hz=260.0),

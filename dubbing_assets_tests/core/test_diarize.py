@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
+from dubbing_assets.core.contracts import Line, Script, Speakers, Word
 from dubbing_assets.core.diarize import (
     LOW_CONFIDENCE,
     MIN_SPEAKER_DISTANCE,
@@ -26,7 +27,6 @@ from dubbing_assets.core.diarize import (
     speakers_from_subtitles,
     split_turns,
 )
-from dubbing_assets.core.model import Line, Script, Speakers, Word
 
 DIM = 256
 #: Per-dimension noise of one voice's lines: its lines sit ~0.15-0.25 apart (cosine), as real ones do.

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from dubbing_assets.core import duration
+from dubbing_assets.core.contracts import TranslatedLine, Voice
 from dubbing_assets.core.fit_choice import MAX_LOGPROB_DROP, choose_line, misfit, score_candidates
-from dubbing_assets.core.model import TranslatedLine, Voice
 from dubbing_assets.core.tts import PiperEngine
 
 HELD_OUT = ["Good morning. Today is a very fast day.", "I'm looking forward to seeing you in front of the station.",

@@ -12,9 +12,9 @@ import pytest
 import soundfile as sf
 
 from dubbing_assets.core.audio_io import load_audio_mono16k
+from dubbing_assets.core.contracts import Voice
 from dubbing_assets.core.engines.kokoro import KokoroEngine, espeak_to_kokoro, voice_gender
 from dubbing_assets.core.metrics import wer
-from dubbing_assets.core.model import Voice
 from dubbing_assets.core.tts import TTSEngine, get_engine
 from dubbing_assets.errors import ConfigError
 from dubbing_assets_tests.core.understand_helpers import EN, JA, ground_truth, shared_registry, shared_transcriber

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from dubbing_assets.core.contracts import Voice
 from dubbing_assets.core.library import (
     cast_file_path,
     episode_dir,
@@ -18,7 +19,6 @@ from dubbing_assets.core.library import (
     write_cast_file,
     write_manifest,
 )
-from dubbing_assets.core.model import Voice
 from dubbing_assets.errors import ConfigError, UnsafeNameError
 
 
@@ -152,8 +152,8 @@ def test_cast_file_round_trip_and_validation(tmp_path: Path) -> None:
 
 
 def test_cast_file_lists_the_voice_bank_and_pins_any_engine(tmp_path) -> None:
+    from dubbing_assets.core.contracts import Voice
     from dubbing_assets.core.library import load_cast_file, write_cast_file
-    from dubbing_assets.core.model import Voice
 
     path = tmp_path / "cast.yaml"
     kokoro = Voice(engine="kokoro", voice="jf_nezumi", speaker_id=None, length_scale=1.0, pitch_semitones=0.0,

@@ -17,9 +17,9 @@ import pytest
 import soundfile as sf
 
 from dubbing_assets.core import plugins
+from dubbing_assets.core.contracts import Voice
 from dubbing_assets.core.engines import route_voices
 from dubbing_assets.core.lipsync import get_plugin
-from dubbing_assets.core.model import Voice
 from dubbing_assets.core.stems import get_separator
 from dubbing_assets.core.translate import get_translator
 from dubbing_assets.core.tts import TTSEngine, get_engine

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from dubbing_assets.core.contracts import TranslatedLine
 from dubbing_assets.core.mix import mix
-from dubbing_assets.core.model import TranslatedLine
 from dubbing_assets.core.qa import build_report, detect_onset
 from dubbing_assets.core.timing import FitResult
 
@@ -133,7 +133,7 @@ def test_sync_measured_in_the_rendered_dub_stem(tmp_path: Path) -> None:
 def test_round_trip_intelligibility_with_real_asr(tmp_path: Path) -> None:
     from dubbing_assets.core.asr import Transcriber
     from dubbing_assets.core.audio_io import load_audio_mono16k
-    from dubbing_assets.core.model import Voice
+    from dubbing_assets.core.contracts import Voice
     from dubbing_assets.core.models import ModelRegistry
     from dubbing_assets.core.timing import fit_lines
     from dubbing_assets.core.tts import PiperEngine

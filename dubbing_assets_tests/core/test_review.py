@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from dubbing_assets.core.model import TranslatedLine, Translation
+from dubbing_assets.core.contracts import TranslatedLine, Translation
 from dubbing_assets.core.review import apply_review, is_user_edit, lines_hash, load_glossary, review_file
 from dubbing_assets.errors import ConfigError, UnsafeNameError
 

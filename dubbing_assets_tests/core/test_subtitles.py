@@ -8,7 +8,7 @@ from pathlib import Path
 import pysubs2
 import pytest
 
-from dubbing_assets.core.model import TranslatedLine, Translation
+from dubbing_assets.core.contracts import TranslatedLine, Translation
 from dubbing_assets.core.subtitles import (
     non_dialogue_reason,
     pick_subtitle_track,

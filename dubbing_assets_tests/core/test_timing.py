@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from dubbing_assets.core.model import TranslatedLine, Voice
+from dubbing_assets.core.contracts import TranslatedLine, Voice
 from dubbing_assets.core.timing import (
     FitResult,
     LineCache,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from dubbing_assets.core import plugins
-from dubbing_assets.core.model import Line, Script, TranslatedLine, Translation
+from dubbing_assets.core.contracts import Line, Script, TranslatedLine, Translation
 from dubbing_assets.core.models import ModelRegistry
 from dubbing_assets.core.translate import (
     CTranslate2Translator,

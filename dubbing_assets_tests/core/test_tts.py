@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 
 from dubbing_assets.core import tts
-from dubbing_assets.core.model import Voice
+from dubbing_assets.core.contracts import Voice
 from dubbing_assets.core.tts import (
     EspeakEngine,
     PiperEngine,

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from dubbing_assets.core.contracts import Voice
 from dubbing_assets.core.crypto import FORMAT_NEW, CryptoError, Keyring, decrypt_file, inspect_file
-from dubbing_assets.core.model import Voice
 from dubbing_assets.core.timing import cached_synthesizer, line_key
 from dubbing_assets.core.tts import SynthResult
 from dubbing_assets.core.tts_cache import EncryptedLineCache

@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from dubbing_assets.core.audio_io import load_audio_mono16k
+from dubbing_assets.core.contracts import Line, Script
 from dubbing_assets.core.diarize import split_turns
-from dubbing_assets.core.model import Line, Script
 from dubbing_assets_tests.core.understand_helpers import shared_transcriber
 
 

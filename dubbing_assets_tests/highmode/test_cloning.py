@@ -15,7 +15,7 @@ from dubbing_assets.core.cloning import (
     reference_embedding,
     select_references,
 )
-from dubbing_assets.core.model import Voice
+from dubbing_assets.core.contracts import Voice
 
 pytestmark = [pytest.mark.highmode, pytest.mark.required]
 

@@ -16,9 +16,9 @@ import soundfile as sf
 
 from dubbing_assets.core import cloning, plugins
 from dubbing_assets.core.characters import CharacterStore
+from dubbing_assets.core.contracts import TranslatedLine, Voice
 from dubbing_assets.core.crypto import Keyring
 from dubbing_assets.core.engines.xtts import XTTS_MODEL, XTTSEngine, split_for_retry
-from dubbing_assets.core.model import TranslatedLine, Voice
 from dubbing_assets.core.models import ModelRegistry
 from dubbing_assets.core.random_models import build_random_xtts
 from dubbing_assets.core.timing import fit_lines

@@ -22,8 +22,8 @@ from dagster._core.storage.tags import RUN_KEY_TAG, SENSOR_NAME_TAG
 from dagster._core.utils import make_new_run_id
 
 from dubbing_assets.core import review
+from dubbing_assets.core.contracts import TranslatedLine, Translation
 from dubbing_assets.core.inbox import episode_key
-from dubbing_assets.core.model import TranslatedLine, Translation
 from dubbing_assets.core.requests import SubmitOptions, write_rerun_request, write_submit_request
 from dubbing_assets.core.safepath import is_slug
 from dubbing_assets.core.settings import Settings, load_settings

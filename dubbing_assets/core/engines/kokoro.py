@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from dubbing_assets.core.audio_io import write_wav_atomic
-from dubbing_assets.core.model import Voice
+from dubbing_assets.core.contracts import Voice
 from dubbing_assets.core.tts import (
     POSTPROCESS_VERSION,
     SynthResult,
