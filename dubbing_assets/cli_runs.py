@@ -17,8 +17,17 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dubbing_assets.core.contracts import EpisodeRecord
 from dubbing_assets.core.fsutil import file_lock, file_sha256
-from dubbing_assets.core.inbox import MEDIA_EXTENSIONS, SIDECAR_EXTENSIONS, announce_file, glob_escape, reserve_key
+from dubbing_assets.core.inbox import (
+    MEDIA_EXTENSIONS,
+    SIDECAR_EXTENSIONS,
+    announce_file,
+    glob_escape,
+    read_episode_record,
+    reserve_key,
+)
+from dubbing_assets.core.library import episode_dir, read_manifest
 from dubbing_assets.core.requests import (
     NORMAL_PRIORITY,
     STAGES,
@@ -108,11 +117,11 @@ def _check_replaceable(settings: Settings, key: str, target: Path, owner: str, r
         raise DubbingError(f"{relpath} already holds a different file that the inbox sensor has not queued yet; "
                            f"wait for it (`dubbing wait {key}`) or give this one another --episode.")
     record = _record(settings, key)
-    if record is None or record.get("fingerprint") != file_sha256(target):
+    if record is None or record.fingerprint != file_sha256(target):
         raise DubbingError(f"{relpath} already holds a different file that the inbox sensor has not queued yet "
                            "(dropped in directly); wait for it or give this one another --episode.")
-    if record.get("owner") != owner:
-        raise DubbingError(f"{relpath} is {record.get('owner')!r}'s episode {key}; only its owner submits a new "
+    if record.owner != owner:
+        raise DubbingError(f"{relpath} is {record.owner!r}'s episode {key}; only its owner submits a new "
                            "version of it. Give this one another --episode (or --series).")
 
 
@@ -145,9 +154,8 @@ def slugify_suffix(rest: str) -> str:
 RETRY_DECISION_S = 120.0
 
 
-def _record(settings: Settings, key: str) -> dict[str, Any] | None:
-    path = safe_join(settings.episodes, f"{check_slug(key, 'episode key')}.json")
-    return json.loads(path.read_text()) if path.exists() else None
+def _record(settings: Settings, key: str) -> EpisodeRecord | None:
+    return read_episode_record(settings.episodes, check_slug(key, "episode key"))
 
 
 def _status_of(settings: Settings, runs_api: Runs, key: str) -> dict[str, Any]:
@@ -155,12 +163,10 @@ def _status_of(settings: Settings, runs_api: Runs, key: str) -> dict[str, Any]:
     record = _record(settings, key)
     manifest = None
     if record:
-        mpath = settings.output / record["series"] / key / "manifest.json"
-        if mpath.exists():
-            manifest = json.loads(mpath.read_text())
+        manifest = read_manifest(episode_dir(settings.output, record.series, key))
     return {
         "episode": key,
-        "record": record,
+        "record": record.to_dict() if record else None,
         "runs": [{"run_id": r.run_id, "status": r.status, "job": r.job, "lane": r.lane, "run_key": r.run_key,
                   "retry_of": r.retry_of,
                   **({"failed": runs_api.failed_stage(r)} if k == 0 and r.status == "FAILURE" else {})}
@@ -243,10 +249,10 @@ def cmd_wait(args: argparse.Namespace) -> int:
                 print(f"{key}: the inbox sensor quarantined the file:\n{reason}", file=sys.stderr)
                 return 1
             status = "waiting for the inbox sensor"
-        elif record is None or not record.get("last_run_key"):
+        elif record is None or not record.last_run_key:
             status = "not submitted" if record is None else "waiting for the inbox sensor"
         else:
-            wanted = record["last_run_key"]
+            wanted = record.last_run_key
             runs = [r for r in runs_api.for_episode(key) if r.run_key == wanted]
             if not runs:
                 status = "run requested, not created yet"

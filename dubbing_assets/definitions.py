@@ -8,10 +8,12 @@ from dubbing_assets.orchestration.jobs import dub_episode_high_job, dub_episode_
 from dubbing_assets.orchestration.resources import DubbingResource
 from dubbing_assets.orchestration.sensor import inbox_sensor
 
+_dubbing = DubbingResource()
+
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules([understand, render]),
     asset_checks=dg.load_asset_checks_from_modules([understand, render]),
     jobs=[dub_episode_job, dub_episode_high_job],
     sensors=[inbox_sensor],
-    resources={"io_manager": EncryptedIOManager(), "dubbing": DubbingResource()},
+    resources={"io_manager": EncryptedIOManager(dubbing=_dubbing), "dubbing": _dubbing},
 )

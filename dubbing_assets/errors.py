@@ -34,3 +34,8 @@ class EngineError(DubbingError):
 
 class ToolNotFoundError(DubbingError):
     """An external program (ffmpeg, espeak-ng...) is not installed."""
+
+
+class StageError(DubbingError):
+    """A stage cannot go on with this episode as it stands (no episode record, a file replaced after
+    the run was queued, no dialogue to dub); the message says what to do."""

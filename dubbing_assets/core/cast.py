@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from dubbing_assets.core.model import Voice
+from dubbing_assets.core.contracts import Voice
 from dubbing_assets.core.tts import assign_voice
 
 SpeakerIn = tuple[str, Sequence[float] | None, str | None]  # (label, embedding, name hint)
@@ -143,9 +143,8 @@ def voice_for(character: Any, pinned: Mapping[str, Voice], available: Sequence[s
 
     if character.id in pinned:
         return pinned[character.id]
-    stored = {k: v for k, v in character.voice.items() if k in Voice.__dataclass_fields__}
-    if "engine" in stored and "voice" in stored:
-        return Voice(**stored)
+    if "engine" in character.voice and "voice" in character.voice:
+        return Voice.from_dict(character.voice)
     index = int(character.id[1:]) - 1 if character.id[1:].isdigit() else 0
     return choose_voice(character.id, index, {}, available, range_hint(character.extra.get("f0_hz")))
 

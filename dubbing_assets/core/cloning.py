@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from dubbing_assets.core.audio_io import as_mono16k
-from dubbing_assets.core.model import Voice
+from dubbing_assets.core.contracts import Voice
 from dubbing_assets.core.tts import SynthResult, TTSEngine
 from dubbing_assets.errors import DubbingError, EngineError, ModelNotFoundError, ToolNotFoundError
 
@@ -303,7 +303,7 @@ def fallback_voice(voice: Voice) -> Voice | None:
     data = (voice.settings or {}).get("fallback_voice")
     if not data:
         return None
-    return Voice(**{k: v for k, v in data.items() if k in Voice.__dataclass_fields__})
+    return Voice.from_dict(data)
 
 
 def prepare_character(

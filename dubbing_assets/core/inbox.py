@@ -42,6 +42,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dubbing_assets.core.contracts import EpisodeRecord
 from dubbing_assets.core.fsutil import atomic_write_json, file_sha256
 from dubbing_assets.core.media import is_plain_file
 from dubbing_assets.core.review import is_user_edit
@@ -512,11 +513,35 @@ def glob_escape(text: str) -> str:
     return re.sub(r"([*?\[\]])", r"[\1]", text)
 
 
-def write_episode_record(records_dir: Path, key: str, record: dict) -> Path:
-    """The episode record assets read (source path, options); atomic."""
-    path = safe_join(records_dir, f"{check_slug(key, 'episode key')}.json")
-    atomic_write_json(path, record)
+def _record_path(records_dir: Path, key: str) -> Path:
+    return safe_join(records_dir, f"{check_slug(key, 'episode key')}.json")
+
+
+def write_episode_record(records_dir: Path, record: EpisodeRecord) -> Path:
+    """The episode record the stages read (source path, options); atomic."""
+    path = _record_path(records_dir, record.key)
+    atomic_write_json(path, record.to_dict())
     return path
+
+
+def read_episode_record(records_dir: Path, key: str) -> EpisodeRecord | None:
+    """The sensor's record of an episode, or None when it has none (the one reader: sensor, CLI, stages)."""
+    path = _record_path(records_dir, key)
+    if not path.exists():
+        return None
+    try:
+        return EpisodeRecord.from_dict({"key": key, **json.loads(path.read_text(encoding="utf-8"))})
+    except (ValueError, TypeError) as exc:
+        raise DubbingError(f"The episode record {path.name} is damaged ({exc}); submit the file again "
+                           "(`dubbing submit FILE`) to write a new one.") from exc
+
+
+def source_file(inbox: Path, record: EpisodeRecord) -> Path:
+    """The inbox file a record names (``<series folder>/<file>``), never outside the inbox."""
+    parts = record.source.split("/")
+    if len(parts) != 2:
+        raise DubbingError(f"Episode record {record.key} names an invalid source {record.source!r}.")
+    return safe_join(inbox, *parts)
 
 
 REVIEW_FILES = {"translation.json": "translation"}

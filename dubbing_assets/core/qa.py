@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 
 from dubbing_assets.core.audio_io import read_mono
-from dubbing_assets.core.model import TranslatedLine
+from dubbing_assets.core.contracts import TranslatedLine
+from dubbing_assets.core.markdown import md_table
 from dubbing_assets.core.timing import FitResult
 
 #: Default limits; `build_report(thresholds=...)` overrides any of them.
@@ -245,6 +246,96 @@ def _corpus_wer(lines: Sequence[LineQA]) -> float | None:
     return sum(e for e, _ in scored) / words if words else None
 
 
+def _onset(fit: FitResult, stem: tuple[np.ndarray, int] | None, previous_end: float) -> float | None:
+    """Where the line's speech starts (seconds, file timeline): in the rendered dub track when given,
+    else in the line's own clip."""
+    if stem is None:
+        audio, sr = read_mono(fit.path)
+        rel = detect_onset(audio, sr)
+        return None if rel is None else fit.start + rel
+    audio, sr = stem
+    # search from 0.5 s before the line, but not inside the previous line (unless they overlap)
+    window_start = max(fit.start - 0.5, previous_end if previous_end <= fit.start else fit.start)
+    lo = max(0, int(window_start * sr))
+    hi = min(audio.size, int((fit.start + fit.duration) * sr))
+    rel = detect_onset(audio[lo:hi], sr)
+    return None if rel is None else lo / sr + rel
+
+
+def measure_lines(fits: Sequence[FitResult], lines: Sequence[TranslatedLine], *,
+                  transcribe: Callable[[Path], str] | None = None,
+                  dub_stem: Path | str | None = None) -> list[LineQA]:
+    """Each placed line against its source line: onset, sync offset, speed, overflow, round-trip WER."""
+    by_index = {ln.index: ln for ln in lines}
+    stem: tuple[np.ndarray, int] | None = read_mono(dub_stem) if dub_stem is not None else None
+    out: list[LineQA] = []
+    previous_end = -math.inf
+    for fit in sorted(fits, key=lambda f: f.start):
+        line = by_index.get(fit.index)
+        text = line.text if line else ""
+        onset = _onset(fit, stem, previous_end)
+        previous_end = max(previous_end, fit.start + fit.duration)
+        source_start = line.start if line else fit.start
+        asr_text = transcribe(Path(fit.path)) if transcribe is not None and text.strip() else None
+        out.append(LineQA(
+            index=fit.index, speaker=line.speaker if line else "?", source_start=source_start,
+            source_end=line.end if line else fit.slot_end, dub_start=fit.start, dub_end=fit.start + fit.duration,
+            dub_onset=None if onset is None else round(onset, 4),
+            sync_offset_ms=None if onset is None else round((onset - source_start) * 1000, 1),
+            rate=fit.rate, stretch=fit.stretch, speed=round(fit.rate * fit.stretch, 4), borrowed_s=fit.borrowed_s,
+            overflow_s=fit.overflow_s, text=text, asr_text=asr_text,
+            wer=None if asr_text is None else round(_wer(text, asr_text), 4)))
+    return out
+
+
+def _sync_check(out: Sequence[LineQA], limits: Mapping[str, float]) -> tuple[Check, dict[str, Any]]:
+    signed = [ln.sync_offset_ms for ln in out if ln.sync_offset_ms is not None]
+    offsets = [abs(x) for x in signed]
+    missing = [ln.index for ln in out if ln.dub_onset is None]
+    worst = max(offsets) if offsets else None
+    median = round(float(np.median(signed)), 1) if signed else None
+    worst_line = next((ln.index for ln in out if ln.sync_offset_ms is not None
+                       and abs(ln.sync_offset_ms) == worst), None)
+    sync_limit, median_limit = limits["max_abs_sync_ms"], limits["max_abs_median_sync_ms"]
+    check = Check(
+        "sync",
+        not missing and (worst is None or worst <= sync_limit) and (median is None or abs(median) <= median_limit),
+        worst,
+        f"worst {sync_limit:g} ms, median ± {median_limit:g} ms",
+        f"largest |dub onset - source start| {worst if worst is not None else 'n/a'} ms (line {worst_line}); "
+        f"signed median {'n/a' if median is None else f'{median:+.1f}'} ms (+ = dub late); "
+        f"silent lines: {missing or 'none'}")
+    return check, {"max_abs_sync_ms": worst,
+                   "mean_abs_sync_ms": round(float(np.mean(offsets)), 1) if offsets else None,
+                   "median_sync_ms": median}
+
+
+def _overflow_check(out: Sequence[LineQA], tolerance: float) -> tuple[Check, dict[str, Any]]:
+    overflow = max((ln.overflow_s for ln in out), default=0.0)
+    over_lines = [ln.index for ln in out if ln.overflow_s > tolerance]
+    below = sum(1 for ln in out if 0 < ln.overflow_s <= tolerance)
+    check = Check("overflow", not over_lines, overflow, tolerance,
+                  f"lines running more than {tolerance * 1000:g} ms into the next line: {over_lines or 'none'}"
+                  + (f" ({below} within the tolerance)" if below else ""))
+    return check, {"overflow_lines": len(over_lines), "overflow_tolerance_s": tolerance,
+                   "overflow_s_total": round(sum(ln.overflow_s for ln in out), 3)}
+
+
+def _loudness_checks(loud: Mapping[str, Any], target_lufs: float, limits: Mapping[str, float]) -> list[Check]:
+    if not loud:
+        return []
+    lufs = float(loud.get("integrated_lufs", math.nan))
+    peak = float(loud.get("true_peak_db", math.nan))
+    clipped = int(loud.get("clipped_samples", 0))
+    tol = limits["loudness_tolerance_lu"]
+    return [Check("loudness", math.isfinite(lufs) and abs(lufs - target_lufs) <= tol, lufs, f"{target_lufs} ± {tol}",
+                  "integrated loudness (LUFS)"),
+            Check("true_peak", math.isfinite(peak) and peak <= limits["max_true_peak_db"], peak,
+                  limits["max_true_peak_db"], "true peak (dBTP, 4x oversampled)"),
+            Check("clipping", clipped <= limits["max_clipped_samples"], float(clipped),
+                  limits["max_clipped_samples"], "samples at or above full scale")]
+
+
 def build_report(
     fits: Sequence[FitResult],
     lines: Sequence[TranslatedLine],
@@ -264,154 +355,25 @@ def build_report(
     to find onsets in the rendered track instead of in the clips.
     """
     limits = {**THRESHOLDS, **(thresholds or {})}
-    by_index = {ln.index: ln for ln in lines}
-    stem: tuple[np.ndarray, int] | None = read_mono(dub_stem) if dub_stem is not None else None
-    out: list[LineQA] = []
-    previous_end = -math.inf
-    for fit in sorted(fits, key=lambda f: f.start):
-        line = by_index.get(fit.index)
-        text = line.text if line else ""
-        onset: float | None
-        if stem is not None:
-            audio, sr = stem
-            # search from 0.5 s before the line, but not inside the previous line (unless they overlap)
-            window_start = max(fit.start - 0.5, previous_end if previous_end <= fit.start else fit.start)
-            lo = max(0, int(window_start * sr))
-            hi = min(audio.size, int((fit.start + fit.duration) * sr))
-            rel = detect_onset(audio[lo:hi], sr)
-            onset = None if rel is None else lo / sr + rel
-        else:
-            audio, sr = read_mono(fit.path)
-            rel = detect_onset(audio, sr)
-            onset = None if rel is None else fit.start + rel
-        previous_end = max(previous_end, fit.start + fit.duration)
-        source_start = line.start if line else fit.start
-        asr_text = None
-        score = None
-        if transcribe is not None and text.strip():
-            asr_text = transcribe(Path(fit.path))
-            score = round(_wer(text, asr_text), 4)
-        out.append(
-            LineQA(
-                index=fit.index,
-                speaker=line.speaker if line else "?",
-                source_start=source_start,
-                source_end=line.end if line else fit.slot_end,
-                dub_start=fit.start,
-                dub_end=fit.start + fit.duration,
-                dub_onset=None if onset is None else round(onset, 4),
-                sync_offset_ms=None if onset is None else round((onset - source_start) * 1000, 1),
-                rate=fit.rate,
-                stretch=fit.stretch,
-                speed=round(fit.rate * fit.stretch, 4),
-                borrowed_s=fit.borrowed_s,
-                overflow_s=fit.overflow_s,
-                text=text,
-                asr_text=asr_text,
-                wer=score,
-            )
-        )
-
-    checks: list[Check] = []
-    signed = [ln.sync_offset_ms for ln in out if ln.sync_offset_ms is not None]
-    offsets = [abs(x) for x in signed]
-    missing = [ln.index for ln in out if ln.dub_onset is None]
-    worst = max(offsets) if offsets else None
-    median = round(float(np.median(signed)), 1) if signed else None
-    worst_line = next((ln.index for ln in out if ln.sync_offset_ms is not None
-                       and abs(ln.sync_offset_ms) == worst), None)
-    sync_limit, median_limit = limits["max_abs_sync_ms"], limits["max_abs_median_sync_ms"]
-    checks.append(
-        Check(
-            "sync",
-            not missing
-            and (worst is None or worst <= sync_limit)
-            and (median is None or abs(median) <= median_limit),
-            worst,
-            f"worst {sync_limit:g} ms, median ± {median_limit:g} ms",
-            f"largest |dub onset - source start| {worst if worst is not None else 'n/a'} ms (line {worst_line}); "
-            f"signed median {'n/a' if median is None else f'{median:+.1f}'} ms (+ = dub late); "
-            f"silent lines: {missing or 'none'}",
-        )
-    )
-    tolerance = limits["overflow_tolerance_s"]
-    overflow = max((ln.overflow_s for ln in out), default=0.0)
-    over_lines = [ln.index for ln in out if ln.overflow_s > tolerance]
-    below = sum(1 for ln in out if 0 < ln.overflow_s <= tolerance)
-    checks.append(
-        Check(
-            "overflow",
-            not over_lines,
-            overflow,
-            tolerance,
-            f"lines running more than {tolerance * 1000:g} ms into the next line: {over_lines or 'none'}"
-            + (f" ({below} within the tolerance)" if below else ""),
-        )
-    )
+    out = measure_lines(fits, lines, transcribe=transcribe, dub_stem=dub_stem)
+    sync, sync_figures = _sync_check(out, limits)
+    overflow, overflow_figures = _overflow_check(out, limits["overflow_tolerance_s"])
     speed = max((ln.speed for ln in out), default=1.0)
-    checks.append(
-        Check(
-            "speed",
-            speed <= limits["max_speed"] + 1e-6,
-            speed,
-            round(limits["max_speed"], 4),
-            "largest rate x stretch",
-        )
-    )
+    checks = [sync, overflow, Check("speed", speed <= limits["max_speed"] + 1e-6, speed,
+                                    round(limits["max_speed"], 4), "largest rate x stretch")]
     wers = [ln.wer for ln in out if ln.wer is not None]
     corpus_wer = _corpus_wer(out)
     if corpus_wer is not None:
         # Word errors summed over all lines / reference words: short lines do not dominate the figure.
-        checks.append(
-            Check(
-                "intelligibility",
-                corpus_wer <= limits["max_mean_wer"],
-                round(corpus_wer, 4),
-                limits["max_mean_wer"],
-                "WER of ASR on the dub lines vs the translated lines (all lines together)",
-            )
-        )
+        checks.append(Check("intelligibility", corpus_wer <= limits["max_mean_wer"], round(corpus_wer, 4),
+                            limits["max_mean_wer"],
+                            "WER of ASR on the dub lines vs the translated lines (all lines together)"))
     loud = dict(loudness or {})
-    if loud:
-        lufs = float(loud.get("integrated_lufs", math.nan))
-        peak = float(loud.get("true_peak_db", math.nan))
-        clipped = int(loud.get("clipped_samples", 0))
-        tol = limits["loudness_tolerance_lu"]
-        checks.append(
-            Check(
-                "loudness",
-                math.isfinite(lufs) and abs(lufs - target_lufs) <= tol,
-                lufs,
-                f"{target_lufs} ± {tol}",
-                "integrated loudness (LUFS)",
-            )
-        )
-        checks.append(
-            Check(
-                "true_peak",
-                math.isfinite(peak) and peak <= limits["max_true_peak_db"],
-                peak,
-                limits["max_true_peak_db"],
-                "true peak (dBTP, 4x oversampled)",
-            )
-        )
-        checks.append(
-            Check(
-                "clipping",
-                clipped <= limits["max_clipped_samples"],
-                float(clipped),
-                limits["max_clipped_samples"],
-                "samples at or above full scale",
-            )
-        )
+    checks += _loudness_checks(loud, target_lufs, limits)
     summary = {
         "lines": len(out),
-        "max_abs_sync_ms": worst,
-        "mean_abs_sync_ms": round(float(np.mean(offsets)), 1) if offsets else None,
-        "median_sync_ms": median,
-        "overflow_lines": len(over_lines),
-        "overflow_tolerance_s": tolerance,
-        "overflow_s_total": round(sum(ln.overflow_s for ln in out), 3),
+        **sync_figures,
+        **overflow_figures,
         "rate_changed_lines": sum(1 for ln in out if ln.rate > 1.0),
         "stretched_lines": sum(1 for ln in out if ln.stretch > 1.0),
         "borrowed_lines": sum(1 for ln in out if ln.borrowed_s > 0),
@@ -576,3 +538,24 @@ def character_section(voices: Mapping[str, Any]) -> str:
     return (f"\n\n## Characters\n\n{len(voices['characters'])} characters. {pair} A line is flagged when its "
             f"voice is less than {CHARACTER_MIN_SIMILARITY:.2f} like its character's other lines, or when the "
             "diarization was unsure who speaks it.\n\n" + "\n".join(rows) + "\n")
+
+
+def cloning_section(cloning: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
+    """High mode's part of the QA report: each line's engine and similarity, every fallback with its reason."""
+    if not cloning:
+        return "", {}
+    rows = cloning["lines"]
+    sims = [r["similarity"] for r in rows if r.get("similarity") is not None]
+    meta = {"cloned_lines": cloning["cloned"], "fallback_lines": cloning["fallback"],
+            "clone_threshold": cloning["threshold"],
+            "clone_similarity_min": round(min(sims), 4) if sims else -1.0,
+            "clone_similarity_median": round(sorted(sims)[len(sims) // 2], 4) if sims else -1.0}
+    table = md_table([{"#": r["index"], "speaker": r["speaker"], "engine": r["engine"],
+                       "similarity": "" if r.get("similarity") is None else f"{r['similarity']:.3f}",
+                       "why not cloned": r.get("fallback_reason") or r.get("note") or ""} for r in rows],
+                     ["#", "speaker", "engine", "similarity", "why not cloned"]) if rows else ""
+    text = (f"\n\n## Voices (high mode)\n\n{cloning['cloned']} of {len(rows)} lines spoken by the cloned voice, "
+            f"{cloning['fallback']} by the character's low-mode voice. A cloned line is kept when its speaker "
+            f"similarity to the character's reference speech reaches {cloning['threshold']:.2f} "
+            f"(DUBBING_CLONE_MIN_SIMILARITY) with one of the tried seeds.\n\n{table}\n")
+    return text, meta

@@ -10,6 +10,11 @@ one (older ones are removed), so a step that resolved it just before the flip
 still reads a whole artifact. Media files are streamed through encryption in chunks,
 never read whole; downstream steps get temporary plaintext copies that are
 removed when the step ends.
+
+Values are the stage records of `core.contracts`, stored by type: the JSON names
+the record (``{"record": "Stems", "value": {...}}``) and the next step receives
+that record back, never a dict. A value an earlier release stored untyped is
+read as the record of the stage that wrote it (`contracts.BY_STAGE`).
 """
 
 
@@ -23,6 +28,7 @@ from typing import Any
 
 import dagster as dg
 
+from dubbing_assets.core.contracts import BY_STAGE, RECORDS, MediaHandle
 from dubbing_assets.core.crypto import (
     atomic_output,
     cleanup_stale_temporaries,
@@ -33,11 +39,10 @@ from dubbing_assets.core.crypto import (
 )
 from dubbing_assets.core.crypto.files import fsync_dir
 from dubbing_assets.core.fsutil import atomic_write_text
-from dubbing_assets.core.model import MediaHandle
+from dubbing_assets.core.runtime import Runtime
 from dubbing_assets.core.safepath import safe_join
-from dubbing_assets.core.settings import load_settings
 from dubbing_assets.errors import UnsafeNameError
-from dubbing_assets.orchestration.resources import TEMP_PREFIX, keyring_from_settings
+from dubbing_assets.orchestration.resources import TEMP_PREFIX, DubbingResource
 
 _ASSET_PART = re.compile(r"^[a-z0-9_]{1,80}$")
 _PARTITION = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,118}[a-z0-9])?$")
@@ -66,11 +71,25 @@ class LazyMediaHandle(MediaHandle):
         return f"LazyMediaHandle({self._encrypted.name}, kind={self.kind!r})"
 
 
+RECORD_MARK, VALUE_MARK = "record", "value"
+
+
 class EncryptedIOManager(dg.ConfigurableIOManager):
-    """Stores JSON-like values and `MediaHandle` files, encrypted, per asset partition."""
+    """Stores stage records (and any JSON-like value) with their `MediaHandle` files, encrypted, per asset
+    partition; the keyring and settings are those of the `dubbing` resource's runtime."""
+
+    dubbing: DubbingResource | None = None
+
+    def _runtime(self) -> Runtime:
+        """The resource's runtime (a default one where the IO manager is used without the resource)."""
+        if self.dubbing is not None:
+            return self.dubbing.runtime
+        if "_own_runtime" not in self.__dict__:
+            self.__dict__["_own_runtime"] = Runtime()
+        return self.__dict__["_own_runtime"]
 
     def _root(self) -> Path:
-        return load_settings().ensure().storage
+        return self._runtime().settings.storage
 
     def _partition_dir(self, context: dg.OutputContext | dg.InputContext) -> Path:
         parts = list(context.asset_key.path)
@@ -88,8 +107,7 @@ class EncryptedIOManager(dg.ConfigurableIOManager):
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
         if obj is None:
             return
-        settings = load_settings().ensure()
-        ring = keyring_from_settings(settings)
+        ring = self._runtime().keyring
         target = self._partition_dir(context)
         target.mkdir(parents=True, exist_ok=True)
         current = target / "CURRENT"
@@ -99,6 +117,8 @@ class EncryptedIOManager(dg.ConfigurableIOManager):
         files: list[dict[str, Any]] = []
         try:
             value = self._encrypt_media(obj, version, ring, files)  # each file fsynced as it is written
+            if type(obj).__name__ in RECORDS and isinstance(obj, RECORDS[type(obj).__name__]):
+                value = {RECORD_MARK: type(obj).__name__, VALUE_MARK: value}
             blob = encrypt_bytes(json.dumps(value, sort_keys=True).encode("utf-8"), ring)
             with atomic_output(version / "value.json.enc") as out:  # fsynced, and the folder too
                 out.write(blob)
@@ -139,8 +159,8 @@ class EncryptedIOManager(dg.ConfigurableIOManager):
 
     # ---- reading -------------------------------------------------------
     def load_input(self, context: dg.InputContext) -> Any:
-        settings = load_settings().ensure()
-        ring = keyring_from_settings(settings)
+        settings = self._runtime().settings
+        ring = self._runtime().keyring
         target = self._partition_dir(context)
         current = target / "CURRENT"
         if not current.exists():
@@ -161,7 +181,15 @@ class EncryptedIOManager(dg.ConfigurableIOManager):
         cleanup_stale_temporaries(tmp_root)
         scratch = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=tmp_root))
         self._scratch_dirs().append(scratch)
-        return self._decrypt_media(value, version, ring, scratch)
+        value = self._decrypt_media(value, version, ring, scratch)
+        if isinstance(value, dict) and set(value) == {RECORD_MARK, VALUE_MARK}:
+            record = RECORDS.get(value[RECORD_MARK])
+            if record is None:
+                raise ValueError(f"{context.asset_key.to_user_string()}: stored as an unknown record type "
+                                 f"{value[RECORD_MARK]!r}; it was written by a newer release.")
+            return record.from_dict(value[VALUE_MARK])
+        legacy = BY_STAGE.get(context.asset_key.path[-1])
+        return legacy.from_dict(value) if legacy is not None and isinstance(value, dict) else value
 
     def _decrypt_media(self, obj: Any, version: Path, ring: Any, scratch: Path) -> Any:
         if isinstance(obj, dict) and MEDIA_MARK in obj:

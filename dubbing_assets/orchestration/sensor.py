@@ -7,6 +7,7 @@ it). Run tags come from `tags.run_tags`; queue limits live in dagster.yaml.
 
 
 import contextlib
+import dataclasses
 import functools
 import json
 import time
@@ -14,7 +15,8 @@ import time
 import dagster as dg
 from dagster._core.storage.tags import RUN_KEY_TAG, SENSOR_NAME_TAG
 
-from dubbing_assets.core.inbox import InboxScanner, scan_reviews, write_episode_record
+from dubbing_assets.core.contracts import EpisodeRecord
+from dubbing_assets.core.inbox import InboxScanner, read_episode_record, scan_reviews, write_episode_record
 from dubbing_assets.core.requests import (
     STAGES,
     SubmitOptions,
@@ -26,6 +28,7 @@ from dubbing_assets.core.requests import (
 )
 from dubbing_assets.core.safepath import is_slug
 from dubbing_assets.core.settings import load_settings
+from dubbing_assets.errors import DubbingError
 from dubbing_assets.orchestration.jobs import dub_episode_high_job, dub_episode_job
 from dubbing_assets.orchestration.partitions import episodes
 from dubbing_assets.orchestration.tags import run_tags
@@ -77,12 +80,11 @@ def inbox_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
                 opts, request_path = None, None
             opts = opts or _previous_options(settings, ep.key) or SubmitOptions(
                 owner=settings.owner, target_lang=settings.target_lang)
-            record = {"key": ep.key, "series": ep.series, "source": ep.relpath, "fingerprint": ep.fingerprint,
-                      "size": ep.size, "sidecars": ep.sidecars, "owner": opts.owner, "mode": opts.mode,
-                      "target_lang": opts.target_lang, "priority": opts.priority,
-                      "visibility": opts.visibility, "submitted_at": opts.submitted_at,
-                      "last_run_key": ep.run_key}
-            write_episode_record(settings.episodes, ep.key, record)
+            write_episode_record(settings.episodes, EpisodeRecord(
+                key=ep.key, series=ep.series, source=ep.relpath, fingerprint=ep.fingerprint, size=ep.size,
+                sidecars=tuple(ep.sidecars), owner=opts.owner, mode=opts.mode, target_lang=opts.target_lang,
+                priority=opts.priority, visibility=opts.visibility, submitted_at=opts.submitted_at,
+                last_run_key=ep.run_key))
             if request_path is not None:
                 _consume_submit_request(settings, ep.key)
             if ep.key not in known:
@@ -154,9 +156,13 @@ def _run_exists(context: dg.SensorEvaluationContext, run_key: str) -> bool:
     return bool(runs)
 
 
-def _record(settings, key: str) -> dict | None:
-    path = settings.episodes / f"{key}.json"
-    return json.loads(path.read_text()) if is_slug(key) and path.exists() else None
+def _record(settings, key: str) -> EpisodeRecord | None:
+    if not is_slug(key):
+        return None
+    try:
+        return read_episode_record(settings.episodes, key)
+    except DubbingError:  # a damaged record: the episode is queued again with the defaults
+        return None
 
 
 def _previous_options(settings, key: str) -> SubmitOptions | None:
@@ -164,9 +170,9 @@ def _previous_options(settings, key: str) -> SubmitOptions | None:
     record = _record(settings, key)
     if not record:
         return None
-    fields = {k: record[k] for k in ("owner", "mode", "target_lang", "priority", "visibility") if k in record}
     try:
-        return SubmitOptions(**fields).validate()
+        return SubmitOptions(owner=record.owner, mode=record.mode, target_lang=record.target_lang,
+                             priority=record.priority, visibility=record.visibility).validate()
     except (TypeError, ValueError):
         return None
 
@@ -183,7 +189,7 @@ def _note_run_key(settings, key: str, run_key: str) -> None:
     """Remember the latest run asked for this episode, so `dubbing wait` follows that one."""
     record = _record(settings, key)
     if record is not None:
-        write_episode_record(settings.episodes, key, {**record, "last_run_key": run_key})
+        write_episode_record(settings.episodes, dataclasses.replace(record, last_run_key=run_key))
 
 
 @functools.cache
@@ -202,16 +208,16 @@ def _downstream(stage: str) -> list[dg.AssetKey]:
 
 
 def _selection_request(key: str, stage: str, run_key: str, settings) -> dg.RunRequest:
-    record = _record(settings, key) or {}
-    mode = record.get("mode", "low")
+    record = _record(settings, key)
+    mode = record.mode if record else "low"
     _note_run_key(settings, key, run_key)
     return dg.RunRequest(
         run_key=run_key,
         partition_key=key,
         job_name=_job_name(mode),
         asset_selection=_downstream(stage),
-        tags=run_tags(mode=mode, owner=record.get("owner", settings.owner),
-                      priority=int(record.get("priority", 0)), episode=key),
+        tags=run_tags(mode=mode, owner=record.owner if record else settings.owner,
+                      priority=record.priority if record else 0, episode=key),
     )
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import dagster as dg
 
+from dubbing_assets.core.contracts import EpisodeRecord
 from dubbing_assets.core.crypto import Keyring
 from dubbing_assets.core.fsutil import file_sha256
 from dubbing_assets.core.inbox import write_episode_record
@@ -38,10 +39,9 @@ def prepare_episode(home: Path, *, clip: str | Path = "ja_two_speakers.mkv", ser
     for tail, path in (sidecars or {}).items():
         shutil.copyfile(path, folder / f"{episode}{tail}")
     key = f"{series}-{episode}"
-    write_episode_record(settings.episodes, key, {
-        "key": key, "series": series, "source": f"{series}/{episode}{suffix}",
-        "fingerprint": file_sha256(folder / f"{episode}{suffix}"),
-        "owner": "tester", "mode": mode, "target_lang": target, "priority": 0, "visibility": "private"})
+    write_episode_record(settings.episodes, EpisodeRecord(
+        key=key, series=series, source=f"{series}/{episode}{suffix}",
+        fingerprint=file_sha256(folder / f"{episode}{suffix}"), owner="tester", mode=mode, target_lang=target))
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("episodes", [key])
     return instance, key

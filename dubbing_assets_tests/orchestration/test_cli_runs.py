@@ -52,7 +52,8 @@ def test_status_lists_episodes_as_json(dubbing_env: Path, capsys) -> None:
     assert main(["instance", "init"]) == 0
     capsys.readouterr()
     settings = load_settings().ensure()
-    (settings.episodes / "show-e01.json").write_text(json.dumps({"series": "show", "fingerprint": "ab"}))
+    (settings.episodes / "show-e01.json").write_text(json.dumps({"series": "show", "source": "show/e01.mkv",
+                                                                        "fingerprint": "ab"}))
     assert main(["status", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data[0]["episode"] == "show-e01" and data[0]["runs"] == []
@@ -208,7 +209,7 @@ def test_submit_replaces_only_its_owners_queued_episode(dubbing_env: Path, tmp_p
     target = settings.inbox / "show" / "ep-1.mp4"
     # what the sensor does when it queues it: the record, and the request archived
     (settings.episodes / f"{key}.json").write_text(json.dumps(
-        {"key": key, "source": "show/ep-1.mp4", "fingerprint": file_sha256(target), "owner": "ana"}))
+        {"key": key, "series": "show", "source": "show/ep-1.mp4", "fingerprint": file_sha256(target), "owner": "ana"}))
     archive(submit_request_path(settings.requests, key), outcome="done")
 
     assert main(["submit", str(second), "--series", "show", "--owner", "bob"]) == 1

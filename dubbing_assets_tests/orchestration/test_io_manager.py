@@ -8,8 +8,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from dubbing_assets.core.contracts import Cast, MediaHandle, Stems, Voice
 from dubbing_assets.core.crypto import inspect_file
-from dubbing_assets.core.model import MediaHandle
 from dubbing_assets.core.settings import load_settings
 from dubbing_assets.orchestration.io_manager import EncryptedIOManager
 
@@ -153,3 +153,54 @@ def test_a_run_without_its_keyring_fails_clearly_and_creates_none(dubbing_env: P
     assert dg.materialize([_assets(b"v1")[0]], partition_key="show-e04", instance=instance,
                           resources={"io_manager": EncryptedIOManager()}).success
     assert not keyring.exists()
+
+
+def test_records_are_stored_by_type_and_come_back_as_records(dubbing_env: Path) -> None:
+    """Issue 11: an asset receives the record its upstream returned, not a dict to rebuild."""
+    got: dict[str, object] = {}
+
+    @dg.asset(partitions_def=parts, name="audio_stems")
+    def stems_asset() -> Stems:
+        home = load_settings().ensure().home
+        files = {}
+        for name in ("original", "dialogue", "background"):
+            (home / f"{name}.wav").write_bytes(name.encode() * 100)
+            files[name] = MediaHandle(str(home / f"{name}.wav"), "audio")
+        return Stems(**files, info={"layout": "5.1(side)"}, separator="signal", note="")
+
+    @dg.asset(partitions_def=parts)
+    def mixer(audio_stems: Stems) -> int:
+        got["value"] = audio_stems
+        got["dialogue"] = Path(audio_stems.dialogue.path).read_bytes()
+        return 1
+
+    result = dg.materialize([stems_asset, mixer], partition_key="show-e09", instance=_instance("show-e09"),
+                            resources={"io_manager": EncryptedIOManager()})
+    assert result.success
+    value = got["value"]
+    assert isinstance(value, Stems) and value.layout == "5.1(side)"
+    assert got["dialogue"] == b"dialogue" * 100
+
+
+def test_an_untyped_value_of_an_earlier_release_reads_as_its_stage_record(dubbing_env: Path) -> None:
+    """Artifacts stored before the contracts (plain dicts) still load, as the stage's record."""
+    got: dict[str, object] = {}
+
+    @dg.asset(partitions_def=parts, name="cast")
+    def old_cast() -> dict:
+        return {"voices": {"Aiko": {"engine": "piper", "voice": "en_US-joe-medium", "pitch_semitones": 3.0}},
+                "characters": {"Aiko": {"character_id": "c1", "new": True}}}
+
+    @dg.asset(partitions_def=parts)
+    def speech(cast: Cast) -> int:
+        got["value"] = cast
+        return 1
+
+    instance = _instance("show-e10")
+    assert dg.materialize([old_cast], partition_key="show-e10", instance=instance,
+                          resources={"io_manager": EncryptedIOManager()}).success
+    assert dg.materialize([old_cast.to_source_asset(), speech], partition_key="show-e10", instance=instance,
+                          resources={"io_manager": EncryptedIOManager()}, selection=[speech]).success
+    value = got["value"]
+    assert isinstance(value, Cast) and value.voices["Aiko"] == Voice("piper", "en_US-joe-medium",
+                                                                    pitch_semitones=3.0)

@@ -66,7 +66,7 @@ def test_dialogue_stays_out_of_event_metadata_by_default(dubbed) -> None:
     """Script, translation and QA lines are unreleased dialogue: by default (DUBBING_METADATA_DIALOGUE off)
     Dagster's event metadata, which every user of the instance can read, shows their timing, not their
     words (issue 14, item 13)."""
-    translation = dubbed["result"].output_for_node("translation")
+    translation = dubbed["result"].output_for_node("translation").to_dict()
     words = [w.strip(".,!?") for ln in translation["lines"] for w in ln["text"].split() if len(w) > 4]
     assert words
     for asset in ("script", "translation", "qa_report"):
@@ -185,7 +185,7 @@ def test_casting_by_voice_gives_real_voices_of_each_gender(dubbed) -> None:
     speakers = materialization_metadata(dubbed["result"], "speakers")
     f0 = dict(part.rsplit(" ", 1) for part in speakers["median_f0_hz"].split(", "))
     assert float(f0["Aiko"]) > 200 > 120 > float(f0["Kenji"])
-    cast = dubbed["result"].output_for_node("cast")
+    cast = dubbed["result"].output_for_node("cast").to_dict()
     voices, chars = cast["voices"], cast["characters"]
     print({k: (v["engine"], v["voice"], chars[k]["casting"]) for k, v in voices.items()})
     assert chars["Aiko"]["casting"]["voice_gender"] == "female" and voices["Aiko"]["engine"] == "kokoro"
@@ -211,7 +211,7 @@ def test_cast_file_pin_changes_one_voice(dubbed) -> None:
     stages = ["cast", "dub_speech", "dub_mix", "lip_sync", "dubbed_video", "qa_report", "library_entry"]
     result = run_stages(dubbed["instance"], dubbed["key"], stages)
     assert result.success, step_failures(result)
-    assert result.output_for_node("cast")["voices"]["Kenji"]["pitch_semitones"] == -6.0
+    assert result.output_for_node("cast").to_dict()["voices"]["Kenji"]["pitch_semitones"] == -6.0
     speech = materialization_metadata(result, "dub_speech")
     assert speech["lines_synthesized"] == 2 and speech["lines_from_cache"] == 2
 
@@ -222,8 +222,8 @@ def test_second_episode_reuses_the_series_characters(dubbed) -> None:
     instance, key = prep(dubbed["home"], episode="e02")
     result = run_stages(instance, key)
     assert result.success, step_failures(result)
-    chars = result.output_for_node("cast")["characters"]
-    first = dubbed["result"].output_for_node("cast")["characters"]
+    chars = result.output_for_node("cast").to_dict()["characters"]
+    first = dubbed["result"].output_for_node("cast").to_dict()["characters"]
     assert {k: v["character_id"] for k, v in chars.items()} == {k: v["character_id"] for k, v in first.items()}
     assert not any(v["new"] for v in chars.values())
     index = json.loads((dubbed["settings"].output / "alpha-series" / "index.json").read_text())

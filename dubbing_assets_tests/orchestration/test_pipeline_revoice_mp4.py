@@ -20,9 +20,9 @@ def test_english_revoice_as_mp4(tmp_path, monkeypatch) -> None:
     instance, key = prepare_episode(tmp_path / "home", clip="en_monologue.mp4", series="beta", episode="e01")
     result = run_stages(instance, key)
     assert result.success, step_failures(result)
-    script = result.output_for_node("script")
+    script = result.output_for_node("script").to_dict()
     assert script["source"] == "asr" and script["language"] == "en" and len(script["lines"]) == 3
-    translation = result.output_for_node("translation")
+    translation = result.output_for_node("translation").to_dict()
     assert translation["engine"] == "passthrough"
     assert [ln["text"] for ln in translation["lines"]] == [ln["text"] for ln in script["lines"]]
     out = load_settings().output / "beta" / key / f"{key}.mp4"
@@ -32,5 +32,5 @@ def test_english_revoice_as_mp4(tmp_path, monkeypatch) -> None:
         assert len(audio) == 2 and audio[0].codec_context.sample_rate == 44100
         assert [a.metadata.get("language") for a in audio] == ["eng", "eng"]
         assert any(s.codec_context.name == "mov_text" for s in container.streams.subtitles)
-    manifest = result.output_for_node("library_entry")
+    manifest = result.output_for_node("library_entry").manifest
     assert manifest["qa"]["passed"] is True and manifest["video_path"].endswith(".mp4")

@@ -35,10 +35,10 @@ def _dub(tmp_path: Path, episode: str, sidecars: dict[str, Path]) -> dict:
                                     sidecars=sidecars)
     result = run_stages(instance, key)
     assert result.success, step_failures(result)
-    return {"result": result, "manifest": result.output_for_node("library_entry"),
-            "translation": result.output_for_node("translation"), "script": result.output_for_node("script"),
-            "qa": result.output_for_node("qa_report"), "speech": result.output_for_node("dub_speech"),
-            "home": tmp_path / "home"}
+    out = {name: result.output_for_node(asset).to_dict() for name, asset in (
+        ("translation", "translation"), ("script", "script"), ("qa", "qa_report"), ("speech", "dub_speech"))}
+    return {"result": result, "manifest": result.output_for_node("library_entry").manifest,
+            "home": tmp_path / "home", **out}
 
 
 def _round_trip_wer(dub: dict, references: list[str]) -> float:

@@ -32,7 +32,7 @@ def dubbed(tmp_path_factory: pytest.TempPathFactory, three_speakers):
     assert result.success, step_failures(result)
 
     def value(asset: str):
-        return defs.load_asset_value(asset, partition_key=key, instance=instance)
+        return defs.load_asset_value(asset, partition_key=key, instance=instance).to_dict()
 
     return {"home": home, "key": key, "turns": turns, "script": value("script"), "speakers": value("speakers"),
             "qa": value("qa_report"), "cast": value("cast"), "translation": value("translation"),
