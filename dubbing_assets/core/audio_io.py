@@ -8,7 +8,6 @@ mixer, the stems and the mux must agree on what "5.1(side)" is.
 from __future__ import annotations
 
 import math
-import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from dubbing_assets.core.ffmpeg import run_ffmpeg
+from dubbing_assets.core.fsutil import atomic_path
 from dubbing_assets.errors import EngineError, MediaError
 
 #: The rate of ASR, VAD and the speaker embedders.
@@ -155,19 +155,9 @@ def wav_writer(path: Path, sample_rate: int, channels: int, *, subtype: str = "P
     reader never sees half a file and a failed write leaves the old one."""
     import soundfile as sf
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.wav", dir=path.parent)
-    os.close(fd)
-    try:
-        with sf.SoundFile(
-            tmp, "w", samplerate=sample_rate, channels=channels, subtype=subtype, format="WAV"
-        ) as fh:
-            yield fh
-        with open(tmp, "rb+") as raw:
-            os.fsync(raw.fileno())
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    with atomic_path(path, ".tmp.wav") as tmp, sf.SoundFile(
+            tmp, "w", samplerate=sample_rate, channels=channels, subtype=subtype, format="WAV") as fh:
+        yield fh
 
 
 def write_wav_atomic(path: Path | str, audio: np.ndarray, sample_rate: int, *, subtype: str = "PCM_16",
@@ -189,10 +179,7 @@ def write_wav_atomic(path: Path | str, audio: np.ndarray, sample_rate: int, *, s
         raw = Path(tmp) / "float.wav"
         with wav_writer(raw, sample_rate, channels, subtype="FLOAT") as fh:
             fh.write(audio)
-        stamped = Path(tmp) / "stamped.wav"
-        run_ffmpeg(["-ch_layout", layout, "-i", raw, "-c:a", "pcm_s24le", "-f", "wav", stamped],
-                   what=f"writing the {layout} layout of {path.name}")
-        with open(stamped, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(stamped, path)
+        with atomic_path(path, ".wav") as stamped:
+            run_ffmpeg(["-ch_layout", layout, "-i", raw, "-c:a", "pcm_s24le", "-f", "wav", stamped],
+                       what=f"writing the {layout} layout of {path.name}")
     return path

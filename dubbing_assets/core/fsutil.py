@@ -34,6 +34,26 @@ def atomic_write_bytes(path: Path, data: bytes, *, mode: int = 0o644) -> None:
         raise
 
 
+@contextlib.contextmanager
+def atomic_path(path: Path | str, suffix: str | None = None) -> Iterator[Path]:
+    """A temp path beside `path` for a tool (ffmpeg, OpenCV, a WAV writer) to write; when the block ends
+    normally the file is fsynced and renamed over `path`, else removed. The suffix (default `path`'s own)
+    tells tools that choose a format by extension which one to write."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix if suffix is not None else path.suffix,
+                                dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def atomic_write_text(path: Path, text: str, *, mode: int = 0o644) -> None:
     atomic_write_bytes(path, text.encode("utf-8"), mode=mode)
 

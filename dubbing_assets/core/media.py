@@ -10,33 +10,23 @@ that states the full duration: only decoding to the end catches it.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import stat
-import tempfile
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 from dubbing_assets.core.ffmpeg import run_ffmpeg
+from dubbing_assets.core.fsutil import atomic_path
+from dubbing_assets.core.languages import BY_NAME, TO_ISO639_1, UNDETERMINED
 from dubbing_assets.errors import EngineError, MediaError
 
 #: Shortest input worth dubbing.
 MIN_DURATION_S = 0.5
 SUBTITLE_SUFFIXES = (".srt", ".ass", ".ssa", ".vtt")
 #: Text (not bitmap) subtitle codecs ffmpeg can convert to .ass/.srt.
-TEXT_SUBTITLE_CODECS = {"ass", "ssa", "subrip", "srt", "webvtt", "mov_text", "text", "microdvd", "subviewer"}
-
-_ISO639_2_TO_1 = {
-    "eng": "en", "jpn": "ja", "fra": "fr", "fre": "fr", "deu": "de", "ger": "de", "spa": "es", "ita": "it",
-    "por": "pt", "rus": "ru", "zho": "zh", "chi": "zh", "kor": "ko", "ara": "ar", "hin": "hi", "nld": "nl",
-    "dut": "nl", "pol": "pl", "tur": "tr", "swe": "sv", "nor": "no", "dan": "da", "fin": "fi", "ukr": "uk",
-    "vie": "vi", "tha": "th", "ind": "id", "msa": "ms", "may": "ms", "ces": "cs", "cze": "cs", "ell": "el",
-    "gre": "el", "heb": "he", "hun": "hu", "ron": "ro", "rum": "ro", "cat": "ca", "fil": "tl", "tgl": "tl",
-}
-_LANGUAGE_NAMES = {"english": "en", "japanese": "ja", "french": "fr", "german": "de", "spanish": "es",
-                   "italian": "it", "portuguese": "pt", "russian": "ru", "chinese": "zh", "korean": "ko"}
-
+TEXT_SUBTITLE_CODECS = frozenset({"ass", "ssa", "subrip", "srt", "webvtt", "vtt", "mov_text", "text", "microdvd",
+                                  "subviewer"})
 
 def normalize_language(code: str | None) -> str | None:
     """ISO 639-1 code for a stream tag ('jpn', 'ja', 'ja-JP', 'Japanese'); None for und/unknown.
@@ -47,14 +37,14 @@ def normalize_language(code: str | None) -> str | None:
     if not code:
         return None
     value = str(code).strip().lower().replace("_", "-")
-    if not value or value in ("und", "unk", "mul", "zxx", "mis"):
+    if not value or value in UNDETERMINED:
         return None
-    if value in _LANGUAGE_NAMES:
-        return _LANGUAGE_NAMES[value]
+    if value in BY_NAME:
+        return BY_NAME[value]
     base = value.split("-")[0]
     if len(base) == 2:
         return base
-    return _ISO639_2_TO_1.get(base, base)
+    return TO_ISO639_1.get(base, base)
 
 
 def _duration_tag(value: str | None) -> float | None:
@@ -305,19 +295,6 @@ def validate(path: str | Path) -> dict[str, Any]:
     return info
 
 
-def _atomic_target(out: Path, suffix: str) -> Path:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=suffix, dir=out.parent)
-    os.close(fd)
-    return Path(tmp)
-
-
-def _commit(tmp: Path, out: Path) -> None:
-    with open(tmp, "rb+") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, out)
-
-
 def extract_audio(path: str | Path, out_wav: str | Path, *, sample_rate: int | None = None,
                   channels: int | None = None, stream_index: int | None = None) -> Path:
     """Decode one audio stream to a WAV file (24-bit PCM), written atomically.
@@ -334,12 +311,9 @@ def extract_audio(path: str | Path, out_wav: str | Path, *, sample_rate: int | N
         args += ["-ar", str(int(sample_rate))]
     if channels:
         args += ["-ac", str(int(channels))]
-    tmp = _atomic_target(out, ".wav")
     try:
-        run_ffmpeg([*args, "-f", "wav", tmp], what=f"extracting audio from {path.name}")
-        _commit(tmp, out)
+        with atomic_path(out, ".wav") as tmp:
+            run_ffmpeg([*args, "-f", "wav", tmp], what=f"extracting audio from {path.name}")
     except EngineError as exc:
         raise MediaError(f"Could not extract audio from {path.name}: {exc}") from exc
-    finally:
-        tmp.unlink(missing_ok=True)
     return out

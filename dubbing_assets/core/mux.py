@@ -41,7 +41,6 @@ land where the WAV put them, on every ffmpeg build and in MKV and MP4.
 
 from __future__ import annotations
 
-import os
 import re
 import tempfile
 from collections.abc import Sequence
@@ -50,9 +49,11 @@ from pathlib import Path
 from typing import Any
 
 from dubbing_assets.core.ffmpeg import ffmpeg_exe, run_ffmpeg
+from dubbing_assets.core.fsutil import atomic_path
+from dubbing_assets.core.languages import iso639_2, language_name
+from dubbing_assets.core.media import TEXT_SUBTITLE_CODECS
 from dubbing_assets.errors import ConfigError, MediaError
 
-TEXT_SUBTITLE_CODECS = {"ass", "ssa", "subrip", "srt", "mov_text", "webvtt", "vtt", "text"}
 #: Audio codecs an MP4 can carry as they are; others are re-encoded (AAC) for MP4 delivery.
 MP4_AUDIO_CODECS = {"aac", "mp3", "ac3", "eac3", "alac", "flac", "opus"}
 _CONTAINERS = {"mkv": "matroska", "mp4": "mp4"}
@@ -61,47 +62,6 @@ _CONTAINERS = {"mkv": "matroska", "mp4": "mp4"}
 #: positions; AAC's configurations 5 and 6 name their pair "left/right surround" (ffmpeg's BL/BR), which is
 #: where a side pair belongs.
 _AAC_LAYOUT = {"5.1(side)": "5.1", "5.0(side)": "5.0"}
-#: ISO 639-1 -> ISO 639-2/B, the tags Matroska and MP4 players expect.
-_ISO639_2 = {
-    "en": "eng",
-    "ja": "jpn",
-    "de": "ger",
-    "fr": "fre",
-    "es": "spa",
-    "it": "ita",
-    "pt": "por",
-    "ko": "kor",
-    "zh": "chi",
-    "ru": "rus",
-    "nl": "dut",
-    "pl": "pol",
-    "sv": "swe",
-    "ar": "ara",
-    "hi": "hin",
-    "tr": "tur",
-}
-_LANGUAGE_NAMES = {
-    "eng": "English",
-    "jpn": "Japanese",
-    "ger": "German",
-    "fre": "French",
-    "spa": "Spanish",
-    "ita": "Italian",
-    "por": "Portuguese",
-    "kor": "Korean",
-    "chi": "Chinese",
-    "rus": "Russian",
-}
-
-
-def iso639_2(code: str | None) -> str:
-    """'en' -> 'eng'; three-letter codes pass through; empty -> 'und'."""
-    code = (code or "").strip().lower()
-    if not code:
-        return "und"
-    return _ISO639_2.get(code, code)
-
-
 @dataclass
 class MuxResult:
     path: str
@@ -278,6 +238,169 @@ def mux(
                     audio_bitrate=audio_bitrate, title=title, video_from=video_from, work=Path(work))
 
 
+@dataclass
+class _Plan:
+    """What one delivery is made of, decided once: the streams it takes and how the dub is timed."""
+
+    source: Path
+    container: str
+    probe: dict[str, Any]
+    videos: list[dict[str, Any]]
+    original: dict[str, Any] | None
+    timing: Any  # AudioTiming of the anchor audio stream, or None
+    reencode_original: bool
+    pre_encode: bool
+    dub_start: float
+    layout: str | None
+    source_subs: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+def _plan(source_video: Path, original_index: int | None, container: str, keep_source_subtitles: bool) -> _Plan:
+    if container not in _CONTAINERS:
+        raise ConfigError(f"Container {container!r} is not supported; use 'mkv' or 'mp4'.")
+    probe = _probe(source_video)
+    streams = probe["streams"]
+    videos = [s for s in streams if s["type"] == "video"]
+    if not videos:
+        raise MediaError(f"{source_video.name} has no video stream to deliver.")
+    original = None
+    if original_index is not None:
+        matches = [s for s in streams if s["index"] == original_index]
+        if not matches or matches[0]["type"] != "audio":
+            raise MediaError(f"Stream {original_index} of {source_video.name} is not an audio stream.")
+        original = matches[0]
+    # where the dub goes and how it is primed (see "Timing" in the module docstring)
+    anchor = original or next((s for s in streams if s["type"] == "audio"), None)
+    timing = audio_timing(source_video, anchor["index"]) if anchor is not None else None
+    reencode = original is not None and container == "mp4" and original["codec"] not in MP4_AUDIO_CODECS
+    primed_like_original = timing is not None and timing.skipped_s < 0.5 / max(1, timing.sample_rate)
+    plan = _Plan(source=source_video, container=container, probe=probe, videos=videos, original=original,
+                 timing=timing, reencode_original=reencode, pre_encode=primed_like_original and not reencode,
+                 dub_start=timing.first_sample_s if timing is not None else 0.0,
+                 layout=original.get("layout") if original is not None else None)
+    for s in streams if keep_source_subtitles else []:
+        if s["type"] != "subtitle":
+            continue
+        if container == "mp4" and s["codec"] not in TEXT_SUBTITLE_CODECS:
+            plan.skipped.append(f"subtitle stream {s['index']} ({s['codec']}): bitmap subtitles cannot go into MP4")
+            continue
+        plan.source_subs.append(s)
+    if reencode:
+        plan.skipped.append(f"audio stream {original['index']} ({original['codec']}) re-encoded to AAC for MP4")
+    return plan
+
+
+def _inputs(plan: _Plan, dub_audio_wav: Path, subtitles: Sequence[tuple[Path | str, str, str]],
+            video_from: Path | None, audio_bitrate: str, work: Path) -> list[str | Path]:
+    """Input 0 the source, 1 the dub, 2.. the new subtitle tracks, last the re-rendered picture if any."""
+    args: list[str | Path] = ["-copyts", "-i", plan.source]
+    if plan.pre_encode:
+        dub_input = work / "dub.aac"
+        _encode_adts(dub_audio_wav, dub_input, drop_samples=AAC_PRIMING, layout=plan.layout, bitrate=audio_bitrate)
+        args += ["-itsoffset", f"{plan.timing.first_packet_s:.6f}", "-i", dub_input]
+    else:
+        args += ["-itsoffset", f"{plan.dub_start:.6f}", "-i", dub_audio_wav]
+    for sub_path, _lang, _title in subtitles:  # on the dub's timeline: t = 0 is the WAV's sample 0
+        args += ["-itsoffset", f"{plan.dub_start:.6f}", "-i", Path(sub_path)]
+    if video_from is not None:
+        # the re-rendered picture starts where the source's picture starts
+        shift = _video_start(plan.source) - _video_start(video_from)
+        args += ["-itsoffset", f"{shift:.6f}", "-i", video_from]
+    return args
+
+
+def _maps(plan: _Plan, n_subtitles: int, video_from: Path | None) -> list[str]:
+    maps: list[str] = []
+    if video_from is not None:
+        plan.videos = [s for s in _probe(video_from)["streams"] if s["type"] == "video"][:1]
+        if not plan.videos:
+            raise MediaError(f"{video_from.name} has no video stream to deliver.")
+        maps += ["-map", f"{n_subtitles + 2}:{plan.videos[0]['index']}"]
+    else:
+        for v in plan.videos:
+            maps += ["-map", f"0:{v['index']}"]
+    maps += ["-map", "1:a:0"]
+    if plan.original is not None:
+        maps += ["-map", f"0:{plan.original['index']}"]
+    for n in range(n_subtitles):
+        maps += ["-map", f"{n + 2}:s:0"]
+    for s in plan.source_subs:
+        maps += ["-map", f"0:{s['index']}"]
+    if plan.container == "mkv":
+        maps += ["-map", "0:t?"]  # attachments (ASS fonts)
+    return maps
+
+
+def _codecs(plan: _Plan, subtitles: Sequence[tuple[Path | str, str, str]], audio_bitrate: str) -> list[str]:
+    codecs: list[str] = ["-c:v", "copy"]
+    codecs += ["-c:a:0", "copy"] if plan.pre_encode else ["-c:a:0", "aac", "-b:a:0", audio_bitrate]
+    if plan.original is not None:
+        codecs += ["-c:a:1", "aac", "-b:a:1", audio_bitrate] if plan.reencode_original else ["-c:a:1", "copy"]
+    sub_codecs = [_subtitle_codec(Path(p).suffix.lstrip(".").lower(), plan.container) for p, _l, _t in subtitles]
+    sub_codecs += [_subtitle_codec(str(s["codec"]), plan.container) for s in plan.source_subs]
+    for n, codec in enumerate(sub_codecs):
+        codecs += [f"-c:s:{n}", codec]
+    if plan.container == "mkv":
+        codecs += ["-c:t", "copy"]
+    if plan.layout and not plan.pre_encode:
+        codecs += ["-filter:a:0", ",".join(_dub_filters(plan.layout))]
+    return codecs
+
+
+def _original_tags(original: dict[str, Any], orig_lang: str, original_title: str | None) -> list[str]:
+    orig_tag = original["metadata"].get("language") or orig_lang
+    if orig_tag == "und":
+        orig_tag = orig_lang
+    orig_title = (original_title or original["metadata"].get("title")
+                  or language_name(orig_tag) + " (original)")
+    return ["-metadata:s:a:1", f"language={orig_tag}", "-disposition:a:1", "0",
+            "-metadata:s:a:1", f"title={orig_title}"]
+
+
+def _metadata(plan: _Plan, subtitles: Sequence[tuple[Path | str, str, str]], *, dub_language: str,
+              original_language: str, dub_title: str | None, original_title: str | None,
+              default_subtitles: bool, title: str | None) -> list[str]:
+    dub_lang = iso639_2(dub_language)
+    meta: list[str] = [
+        "-map_metadata", "0", "-map_chapters", "0",
+        "-metadata:s:a:0", f"language={dub_lang}",
+        "-metadata:s:a:0", f"title={dub_title or language_name(dub_lang) + ' (dub)'}",
+        "-disposition:a:0", "default", "-disposition:v:0", "default",
+    ]
+    if plan.original is not None:
+        meta += _original_tags(plan.original, iso639_2(original_language), original_title)
+    for n, (_path, lang, sub_title) in enumerate(subtitles):
+        meta += [f"-metadata:s:s:{n}", f"language={iso639_2(lang)}", f"-metadata:s:s:{n}", f"title={sub_title}",
+                 f"-disposition:s:{n}", "default" if n == 0 and default_subtitles else "0"]
+    for n, s in enumerate(plan.source_subs, start=len(subtitles)):
+        meta += [f"-metadata:s:s:{n}", f"language={s['metadata'].get('language') or 'und'}",
+                 f"-disposition:s:{n}", "0"]
+        if s["metadata"].get("title"):
+            meta += [f"-metadata:s:s:{n}", f"title={s['metadata']['title']}"]
+    if plan.container == "mp4":  # MP4 players show a track's handler name as its title
+        meta = _mp4_titles(meta)
+    if title is not None:
+        meta += ["-metadata", f"title={title}"]
+    elif plan.probe["metadata"].get("title"):
+        meta += ["-metadata", f"title={plan.probe['metadata']['title']}"]
+    return meta
+
+
+def _format(plan: _Plan) -> list[str]:
+    fmt = ["-f", _CONTAINERS[plan.container]]
+    if plan.container == "mp4":
+        fmt += ["-movflags", "+faststart"]
+        original = plan.original
+        if original is not None and not plan.reencode_original and original["codec"] in {"flac", "opus"}:
+            fmt += ["-strict", "experimental"]  # FLAC/Opus in MP4 are "experimental" before ffmpeg 6
+    else:
+        # Matroska stores a slightly negative first timestamp (a primed AAC's first packet) as it is;
+        # ffmpeg 5.1 would otherwise shift every stream, the video included, by the priming.
+        fmt += ["-avoid_negative_ts", "disabled"]
+    return fmt
+
+
 def _mux(
     source_video: Path | str,
     dub_audio_wav: Path | str,
@@ -297,163 +420,20 @@ def _mux(
     video_from: Path | str | None = None,
     work: Path,
 ) -> MuxResult:
-    source_video, dub_audio_wav, out_path = Path(source_video), Path(dub_audio_wav), Path(out_path)
-    if container not in _CONTAINERS:
-        raise ConfigError(f"Container {container!r} is not supported; use 'mkv' or 'mp4'.")
-    probe = _probe(source_video)
-    streams = probe["streams"]
-    videos = [s for s in streams if s["type"] == "video"]
-    if not videos:
-        raise MediaError(f"{source_video.name} has no video stream to deliver.")
-    original = None
-    if original_audio_stream_index is not None:
-        matches = [s for s in streams if s["index"] == original_audio_stream_index]
-        if not matches or matches[0]["type"] != "audio":
-            raise MediaError(
-                f"Stream {original_audio_stream_index} of {source_video.name} is not an audio stream."
-            )
-        original = matches[0]
-    dub_lang, orig_lang = iso639_2(dub_language), iso639_2(original_language)
-    skipped: list[str] = []
+    out_path = Path(out_path)
+    picture = Path(video_from) if video_from is not None else None
+    plan = _plan(Path(source_video), original_audio_stream_index, container, keep_source_subtitles)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-
-    # where the dub goes and how it is primed (see "Timing" in the module docstring)
-    anchor = original or next((s for s in streams if s["type"] == "audio"), None)
-    timing = audio_timing(source_video, anchor["index"]) if anchor is not None else None
-    reencode_original = (
-        original is not None and container == "mp4" and original["codec"] not in MP4_AUDIO_CODECS
-    )
-    primed_like_original = timing is not None and timing.skipped_s < 0.5 / max(1, timing.sample_rate)
-    pre_encode = primed_like_original and not reencode_original
-    dub_start = timing.first_sample_s if timing is not None else 0.0
-    layout = original.get("layout") if original is not None else None
-
-    args: list[str | Path] = ["-copyts", "-i", source_video]
-    if pre_encode:
-        assert timing is not None
-        dub_input: Path = work / "dub.aac"
-        _encode_adts(dub_audio_wav, dub_input, drop_samples=AAC_PRIMING, layout=layout, bitrate=audio_bitrate)
-        args += ["-itsoffset", f"{timing.first_packet_s:.6f}", "-i", dub_input]
-    else:
-        args += ["-itsoffset", f"{dub_start:.6f}", "-i", dub_audio_wav]
-    for sub_path, _lang, _title in subtitles:  # on the dub's timeline: t = 0 is the WAV's sample 0
-        args += ["-itsoffset", f"{dub_start:.6f}", "-i", Path(sub_path)]
-    maps: list[str] = []
-    if video_from is not None:
-        videos = [s for s in _probe(Path(video_from))["streams"] if s["type"] == "video"][:1]
-        if not videos:
-            raise MediaError(f"{Path(video_from).name} has no video stream to deliver.")
-        # the re-rendered picture starts where the source's picture starts
-        shift = _video_start(source_video) - _video_start(Path(video_from))
-        args += ["-itsoffset", f"{shift:.6f}", "-i", Path(video_from)]
-        maps += ["-map", f"{len(subtitles) + 2}:{videos[0]['index']}"]
-    else:
-        for v in videos:
-            maps += ["-map", f"0:{v['index']}"]
-    maps += ["-map", "1:a:0"]
-    if original is not None:
-        maps += ["-map", f"0:{original['index']}"]
-    for n in range(len(subtitles)):
-        maps += ["-map", f"{n + 2}:s:0"]
-    source_subs = []
-    if keep_source_subtitles:
-        for s in streams:
-            if s["type"] != "subtitle":
-                continue
-            if container == "mp4" and s["codec"] not in TEXT_SUBTITLE_CODECS:
-                skipped.append(
-                    f"subtitle stream {s['index']} ({s['codec']}): bitmap subtitles cannot go into MP4"
-                )
-                continue
-            source_subs.append(s)
-            maps += ["-map", f"0:{s['index']}"]
-    if container == "mkv":
-        maps += ["-map", "0:t?"]  # attachments (ASS fonts)
-
-    codecs: list[str] = ["-c:v", "copy"]
-    codecs += ["-c:a:0", "copy"] if pre_encode else ["-c:a:0", "aac", "-b:a:0", audio_bitrate]
-    if original is not None:
-        if reencode_original:
-            codecs += ["-c:a:1", "aac", "-b:a:1", audio_bitrate]
-            skipped.append(
-                f"audio stream {original['index']} ({original['codec']}) re-encoded to AAC for MP4"
-            )
-        else:
-            codecs += ["-c:a:1", "copy"]
-    sub_codecs = [_subtitle_codec(Path(p).suffix.lstrip(".").lower(), container) for p, _l, _t in subtitles]
-    sub_codecs += [_subtitle_codec(str(s["codec"]), container) for s in source_subs]
-    for n, codec in enumerate(sub_codecs):
-        codecs += [f"-c:s:{n}", codec]
-    if container == "mkv":
-        codecs += ["-c:t", "copy"]
-    if layout and not pre_encode:
-        codecs += ["-filter:a:0", ",".join(_dub_filters(layout))]
-
-    meta: list[str] = [
-        "-map_metadata",
-        "0",
-        "-map_chapters",
-        "0",
-        "-metadata:s:a:0",
-        f"language={dub_lang}",
-        "-metadata:s:a:0",
-        f"title={dub_title or _LANGUAGE_NAMES.get(dub_lang, dub_lang) + ' (dub)'}",
-        "-disposition:a:0",
-        "default",
-        "-disposition:v:0",
-        "default",
-    ]
-    if original is not None:
-        orig_tag = original["metadata"].get("language") or orig_lang
-        if orig_tag == "und":
-            orig_tag = orig_lang
-        meta += ["-metadata:s:a:1", f"language={orig_tag}", "-disposition:a:1", "0"]
-        orig_title = (
-            original_title
-            or original["metadata"].get("title")
-            or _LANGUAGE_NAMES.get(orig_tag, orig_tag) + " (original)"
-        )
-        meta += ["-metadata:s:a:1", f"title={orig_title}"]
-    for n, (_path, lang, sub_title) in enumerate(subtitles):
-        meta += [
-            f"-metadata:s:s:{n}",
-            f"language={iso639_2(lang)}",
-            f"-metadata:s:s:{n}",
-            f"title={sub_title}",
-            f"-disposition:s:{n}",
-            "default" if n == 0 and default_subtitles else "0",
-        ]
-    for n, s in enumerate(source_subs, start=len(subtitles)):
-        lang = s["metadata"].get("language") or "und"
-        meta += [f"-metadata:s:s:{n}", f"language={lang}", f"-disposition:s:{n}", "0"]
-        if s["metadata"].get("title"):
-            meta += [f"-metadata:s:s:{n}", f"title={s['metadata']['title']}"]
-    if container == "mp4":  # MP4 players show a track's handler name as its title
-        meta = _mp4_titles(meta)
-    if title is not None:
-        meta += ["-metadata", f"title={title}"]
-    elif probe["metadata"].get("title"):
-        meta += ["-metadata", f"title={probe['metadata']['title']}"]
-
-    tmp = out_path.with_name(f".{out_path.stem}.{os.getpid()}.tmp.{container}")
-    fmt = ["-f", _CONTAINERS[container]]
-    if container == "mp4":
-        fmt += ["-movflags", "+faststart"]
-        if original is not None and not reencode_original and original["codec"] in {"flac", "opus"}:
-            fmt += ["-strict", "experimental"]  # FLAC/Opus in MP4 are "experimental" before ffmpeg 6
-    else:
-        # Matroska stores a slightly negative first timestamp (a primed AAC's first packet) as it is;
-        # ffmpeg 5.1 would otherwise shift every stream, the video included, by the priming.
-        fmt += ["-avoid_negative_ts", "disabled"]
-    try:
-        run_ffmpeg([*args, *maps, *codecs, *meta, *fmt, tmp], what=f"muxing {out_path.name}")
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, out_path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    total = len(videos) + 1 + (1 if original is not None else 0) + len(subtitles) + len(source_subs)
-    return MuxResult(path=str(out_path), container=container, streams=total, skipped=skipped)
+    args = _inputs(plan, Path(dub_audio_wav), subtitles, picture, audio_bitrate, work)
+    maps = _maps(plan, len(subtitles), picture)
+    meta = _metadata(plan, subtitles, dub_language=dub_language, original_language=original_language,
+                     dub_title=dub_title, original_title=original_title, default_subtitles=default_subtitles,
+                     title=title)
+    with atomic_path(out_path, f".{container}") as tmp:
+        run_ffmpeg([*args, *maps, *_codecs(plan, subtitles, audio_bitrate), *meta, *_format(plan), tmp],
+                   what=f"muxing {out_path.name}")
+    total = len(plan.videos) + 1 + (1 if plan.original is not None else 0) + len(subtitles) + len(plan.source_subs)
+    return MuxResult(path=str(out_path), container=container, streams=total, skipped=plan.skipped)
 
 
 def _video_start(path: Path) -> float:

