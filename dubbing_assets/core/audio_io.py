@@ -38,6 +38,12 @@ LAYOUTS: dict[str, tuple[str, ...]] = {
 _DEFAULT_LAYOUT = {1: "mono", 2: "stereo", 3: "2.1", 4: "quad", 5: "5.0", 6: "5.1", 8: "7.1"}
 
 
+def default_layout(channels: int) -> tuple[str | None, list[str]]:
+    """(name, channel names) ffmpeg assumes for `channels` when a file says nothing; (None, []) if none."""
+    name = _DEFAULT_LAYOUT.get(channels)
+    return (name, list(LAYOUTS[name])) if name else (None, [])
+
+
 def layout_for(channels: int, layout: str | None = None) -> str:
     """A known layout name for `channels` (the given one if it fits)."""
     if layout and layout in LAYOUTS and len(LAYOUTS[layout]) == channels:

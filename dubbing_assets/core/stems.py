@@ -20,7 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from dubbing_assets.core.audio_io import as_mono16k, resample, write_wav_atomic
+from dubbing_assets.core.audio_io import as_mono16k, default_layout, resample, write_wav_atomic
 from dubbing_assets.errors import EngineError, MediaError, ModelNotFoundError
 
 VAD_RATE = 16000
@@ -154,11 +154,6 @@ def speech_gate(segments: list[tuple[float, float]], n_samples: int, sample_rate
 
 # -- low mode ---------------------------------------------------------------
 
-_DEFAULT_LAYOUTS = {1: ("mono", ["FC"]), 2: ("stereo", ["FL", "FR"]),
-                    6: ("5.1", ["FL", "FR", "FC", "LFE", "BL", "BR"]),
-                    8: ("7.1", ["FL", "FR", "FC", "LFE", "BL", "BR", "SL", "SR"])}
-
-
 def _read(in_wav: Path) -> tuple[np.ndarray, int, str | None, list[str]]:
     """(samples [n, channels], rate, layout name, channel names) of a WAV.
 
@@ -186,7 +181,7 @@ def _read(in_wav: Path) -> tuple[np.ndarray, int, str | None, list[str]]:
     known = len(names) == data.shape[1] and all(n and n.upper() not in ("NONE", "UNK") and not
                                                 n.upper().startswith("USR") for n in names)
     if not known:
-        layout_name, names = _DEFAULT_LAYOUTS.get(data.shape[1], (None, []))
+        layout_name, names = default_layout(data.shape[1])
     return data, rate, layout_name, list(names)
 
 

@@ -123,6 +123,20 @@ def test_surround_uses_the_centre_channel(tmp_path: Path) -> None:
     assert _db(background[mask, 2]) < _db(speech[mask]) - 25
 
 
+def test_a_five_channel_file_without_a_mask_is_read_as_five_point_zero(tmp_path: Path) -> None:
+    """The stems took the layout of a mask-less WAV from their own table of 1/2/6/8 channels, so a
+    5.0 source lost its layout here while the mixer (audio_io) knew it; one table now."""
+    speech = _speech(tmp_path)
+    data = (0.01 * np.random.default_rng(1).standard_normal((len(speech), 5))).astype(np.float32)
+    data[:, 2] += speech  # FC
+    src = tmp_path / "five.wav"
+    sf.write(src, data, RATE, subtype="FLOAT")
+    sep = SignalSeparator()
+    dialogue_wav, _ = sep.separate(src, tmp_path / "stems")
+    assert sep.last_info["layout"] == "5.0"
+    assert media.probe(dialogue_wav)["streams"][0]["channel_layout"] == "5.0"
+
+
 @pytest.mark.required  # the low environment (.venv) has no demucs: there it always runs
 @pytest.mark.skipif(importlib.util.find_spec("demucs") is not None,
                     reason="demucs is installed here; the tiny-model test below covers it")
