@@ -229,13 +229,20 @@ def mux(
     chapters and title still come from `source_video`.
     """
     out_path = Path(out_path)
+    picture = Path(video_from) if video_from is not None else None
+    plan = _plan(Path(source_video), original_audio_stream_index, container, keep_source_subtitles)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{out_path.stem}.mux-", dir=out_path.parent) as work:
-        return _mux(source_video, dub_audio_wav, original_audio_stream_index, subtitles, out_path,
-                    container=container, dub_language=dub_language, original_language=original_language,
-                    dub_title=dub_title, original_title=original_title,
-                    keep_source_subtitles=keep_source_subtitles, default_subtitles=default_subtitles,
-                    audio_bitrate=audio_bitrate, title=title, video_from=video_from, work=Path(work))
+    maps = _maps(plan, len(subtitles), picture)
+    meta = _metadata(plan, subtitles, dub_language=dub_language, original_language=original_language,
+                     dub_title=dub_title, original_title=original_title, default_subtitles=default_subtitles,
+                     title=title)
+    with tempfile.TemporaryDirectory(prefix=f".{out_path.stem}.mux-", dir=out_path.parent) as work, \
+            atomic_path(out_path, f".{container}") as tmp:
+        args = _inputs(plan, Path(dub_audio_wav), subtitles, picture, audio_bitrate, Path(work))
+        run_ffmpeg([*args, *maps, *_codecs(plan, subtitles, audio_bitrate), *meta, *_format(plan), tmp],
+                   what=f"muxing {out_path.name}")
+    total = len(plan.videos) + 1 + (1 if plan.original is not None else 0) + len(subtitles) + len(plan.source_subs)
+    return MuxResult(path=str(out_path), container=container, streams=total, skipped=plan.skipped)
 
 
 @dataclass
@@ -399,41 +406,6 @@ def _format(plan: _Plan) -> list[str]:
         # ffmpeg 5.1 would otherwise shift every stream, the video included, by the priming.
         fmt += ["-avoid_negative_ts", "disabled"]
     return fmt
-
-
-def _mux(
-    source_video: Path | str,
-    dub_audio_wav: Path | str,
-    original_audio_stream_index: int | None,
-    subtitles: Sequence[tuple[Path | str, str, str]],
-    out_path: Path | str,
-    *,
-    container: str = "mkv",
-    dub_language: str = "eng",
-    original_language: str = "jpn",
-    dub_title: str | None = None,
-    original_title: str | None = None,
-    keep_source_subtitles: bool = True,
-    default_subtitles: bool = False,
-    audio_bitrate: str = "192k",
-    title: str | None = None,
-    video_from: Path | str | None = None,
-    work: Path,
-) -> MuxResult:
-    out_path = Path(out_path)
-    picture = Path(video_from) if video_from is not None else None
-    plan = _plan(Path(source_video), original_audio_stream_index, container, keep_source_subtitles)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    args = _inputs(plan, Path(dub_audio_wav), subtitles, picture, audio_bitrate, work)
-    maps = _maps(plan, len(subtitles), picture)
-    meta = _metadata(plan, subtitles, dub_language=dub_language, original_language=original_language,
-                     dub_title=dub_title, original_title=original_title, default_subtitles=default_subtitles,
-                     title=title)
-    with atomic_path(out_path, f".{container}") as tmp:
-        run_ffmpeg([*args, *maps, *_codecs(plan, subtitles, audio_bitrate), *meta, *_format(plan), tmp],
-                   what=f"muxing {out_path.name}")
-    total = len(plan.videos) + 1 + (1 if plan.original is not None else 0) + len(subtitles) + len(plan.source_subs)
-    return MuxResult(path=str(out_path), container=container, streams=total, skipped=plan.skipped)
 
 
 def _video_start(path: Path) -> float:
