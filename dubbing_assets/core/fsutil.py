@@ -7,6 +7,7 @@ leaves the old file or the new one, never half of one.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -14,24 +15,60 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 CHUNK = 1 << 20
 
 
-def atomic_write_bytes(path: Path, data: bytes, *, mode: int = 0o644) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+def fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (best effort: not every OS/filesystem allows it)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_output(dst: Path | str, *, mode: int | None = None, prefix: str | None = None) -> Iterator[BinaryIO]:
+    """Yield a binary file that replaces ``dst`` only if the block completes: a temp file in the same
+    folder (created 0600), fsync, ``os.replace``, fsync of the folder; on any error the temp is removed
+    and ``dst`` is untouched. ``mode`` sets the final permissions (default: 0600, as created); the
+    folder must exist. Every atomic write of the project goes through here."""
+    dst = Path(dst)
+    folder = dst.parent if str(dst.parent) else Path(".")
+    if not folder.is_dir():
+        raise FileNotFoundError(errno.ENOENT, "the destination folder does not exist", str(folder))
+    fd, tmp_name = tempfile.mkstemp(prefix=prefix if prefix is not None else f".{dst.name}.", suffix=".tmp",
+                                    dir=folder)
+    tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
+        if mode is not None:
+            os.chmod(tmp, mode)
+        os.replace(tmp, dst)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
         raise
+    fsync_dir(folder)
+
+
+def atomic_write_bytes(path: Path, data: bytes, *, mode: int = 0o644) -> None:
+    """`data` into `path` atomically (`atomic_output`), creating the folder; 0644 unless `mode` says."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise TypeError(f"atomic_write_bytes takes bytes, not {type(data).__name__}")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(path, mode=mode) as fh:
+        fh.write(data)
 
 
 @contextlib.contextmanager

@@ -19,7 +19,6 @@ the setting to use. Nothing here loads a model or touches the network at import.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import tempfile
@@ -30,7 +29,7 @@ from importlib import resources
 from importlib.util import find_spec
 from pathlib import Path
 
-from dubbing_assets.core.fsutil import file_lock
+from dubbing_assets.core.fsutil import file_lock, fsync_dir
 from dubbing_assets.core.settings import Settings
 from dubbing_assets.errors import ModelNotFoundError
 
@@ -147,15 +146,6 @@ def _package_file(module: str, rel: str) -> Path | None:
     except (ModuleNotFoundError, TypeError):
         return None
     return path if path.is_file() else None
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 @dataclass
@@ -303,7 +293,7 @@ class ModelRegistry:
                     # Lost a race on a platform without the lock: keep the winner's copy.
                     if not self._is_complete(target, sources):
                         raise
-                _fsync_dir(self.cache_dir)
+                fsync_dir(self.cache_dir)
             finally:
                 if tmp.exists():
                     shutil.rmtree(tmp, ignore_errors=True)

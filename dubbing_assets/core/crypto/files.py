@@ -11,7 +11,6 @@ and the destination is untouched.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import shutil
 import stat
@@ -22,6 +21,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from dubbing_assets.core.crypto.legacy import LEGACY_TEMP_PREFIX
+from dubbing_assets.core.fsutil import atomic_output as fsutil_atomic_output
+from dubbing_assets.core.fsutil import fsync_dir as fsync_dir
 
 #: Prefix of every temporary file this project creates (plaintext copies and
 #: in-progress outputs). Neutral on purpose: no product or version token.
@@ -34,52 +35,16 @@ STALE_PREFIXES: tuple[str, ...] = (TEMP_PREFIX, LEGACY_TEMP_PREFIX)
 DEFAULT_STALE_AGE_S = 6 * 3600.0
 
 
-def fsync_dir(folder: Path) -> None:
-    """Make a rename in ``folder`` durable (best effort: not every OS/filesystem allows it)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 @contextlib.contextmanager
 def atomic_output(dst: Path, *, mode: int | None = None) -> Iterator[BinaryIO]:
-    """Yield a binary file that replaces ``dst`` only if the block completes.
-
-    The temp file lives next to ``dst`` (same filesystem, so the rename is
-    atomic), is created 0600 and is named with ``TEMP_PREFIX`` so a killed
-    process leaves something ``cleanup_stale_temporaries`` recognises.
-    ``mode`` sets the final permissions (default: 0600, as created).
-    """
-    dst = Path(dst)
-    folder = dst.parent if str(dst.parent) else Path(".")
-    if not folder.is_dir():
-        raise FileNotFoundError(errno.ENOENT, "the destination folder does not exist", str(folder))
-    fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX + "w_", dir=folder)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        if mode is not None:
-            os.chmod(tmp, mode)
-        os.replace(tmp, dst)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
-    fsync_dir(folder)
+    """`fsutil.atomic_output` with the temp named ``TEMP_PREFIX...``, so a killed process leaves
+    something ``cleanup_stale_temporaries`` recognises (the file may be plaintext until the rename)."""
+    with fsutil_atomic_output(dst, mode=mode, prefix=TEMP_PREFIX + "w_") as fh:
+        yield fh
 
 
 def atomic_write_bytes(dst: Path, data: bytes, *, mode: int | None = None) -> None:
-    """Write ``data`` to ``dst`` atomically (see ``atomic_output``)."""
+    """Write ``data`` to ``dst`` atomically (see ``atomic_output``); 0600 unless ``mode`` says."""
     with atomic_output(dst, mode=mode) as fh:
         fh.write(data)
 
