@@ -52,6 +52,7 @@ from dubbing_assets.core.ffmpeg import ffmpeg_exe, run_ffmpeg
 from dubbing_assets.core.fsutil import atomic_path
 from dubbing_assets.core.languages import iso639_2, language_name
 from dubbing_assets.core.media import TEXT_SUBTITLE_CODECS
+from dubbing_assets.core.media import probe as media_probe
 from dubbing_assets.errors import ConfigError, MediaError
 
 #: Audio codecs an MP4 can carry as they are; others are re-encoded (AAC) for MP4 delivery.
@@ -88,30 +89,6 @@ def _codec_name(stream: Any) -> str | None:
     if cc is None:
         return None
     return getattr(cc.codec, "canonical_name", None) or cc.name
-
-
-def _probe(path: Path) -> dict[str, Any]:
-    import av
-
-    try:
-        with av.open(str(path)) as container:
-            streams = []
-            for stream in container.streams:
-                codec = _codec_name(stream)
-                info: dict[str, Any] = {
-                    "index": stream.index,
-                    "type": stream.type,
-                    "codec": codec,
-                    "metadata": dict(stream.metadata),
-                }
-                if stream.type == "audio":
-                    info["layout"] = stream.codec_context.layout.name
-                    info["channels"] = stream.codec_context.layout.nb_channels
-                    info["sample_rate"] = stream.codec_context.sample_rate
-                streams.append(info)
-            return {"streams": streams, "metadata": dict(container.metadata)}
-    except av.error.FFmpegError as exc:
-        raise MediaError(f"{path.name} cannot be read as media ({exc}); check the file.") from exc
 
 
 #: Priming samples ffmpeg's AAC encoder puts before the signal (its `initial_padding`).
@@ -266,7 +243,7 @@ class _Plan:
 def _plan(source_video: Path, original_index: int | None, container: str, keep_source_subtitles: bool) -> _Plan:
     if container not in _CONTAINERS:
         raise ConfigError(f"Container {container!r} is not supported; use 'mkv' or 'mp4'.")
-    probe = _probe(source_video)
+    probe = media_probe(source_video)
     streams = probe["streams"]
     videos = [s for s in streams if s["type"] == "video"]
     if not videos:
@@ -285,7 +262,7 @@ def _plan(source_video: Path, original_index: int | None, container: str, keep_s
     plan = _Plan(source=source_video, container=container, probe=probe, videos=videos, original=original,
                  timing=timing, reencode_original=reencode, pre_encode=primed_like_original and not reencode,
                  dub_start=timing.first_sample_s if timing is not None else 0.0,
-                 layout=original.get("layout") if original is not None else None)
+                 layout=original.get("channel_layout") if original is not None else None)
     for s in streams if keep_source_subtitles else []:
         if s["type"] != "subtitle":
             continue
@@ -320,7 +297,7 @@ def _inputs(plan: _Plan, dub_audio_wav: Path, subtitles: Sequence[tuple[Path | s
 def _maps(plan: _Plan, n_subtitles: int, video_from: Path | None) -> list[str]:
     maps: list[str] = []
     if video_from is not None:
-        plan.videos = [s for s in _probe(video_from)["streams"] if s["type"] == "video"][:1]
+        plan.videos = [s for s in media_probe(video_from)["streams"] if s["type"] == "video"][:1]
         if not plan.videos:
             raise MediaError(f"{video_from.name} has no video stream to deliver.")
         maps += ["-map", f"{n_subtitles + 2}:{plan.videos[0]['index']}"]
@@ -356,10 +333,10 @@ def _codecs(plan: _Plan, subtitles: Sequence[tuple[Path | str, str, str]], audio
 
 
 def _original_tags(original: dict[str, Any], orig_lang: str, original_title: str | None) -> list[str]:
-    orig_tag = original["metadata"].get("language") or orig_lang
+    orig_tag = original.get("language") or orig_lang
     if orig_tag == "und":
         orig_tag = orig_lang
-    orig_title = (original_title or original["metadata"].get("title")
+    orig_title = (original_title or original.get("title")
                   or language_name(orig_tag) + " (original)")
     return ["-metadata:s:a:1", f"language={orig_tag}", "-disposition:a:1", "0",
             "-metadata:s:a:1", f"title={orig_title}"]
@@ -381,16 +358,16 @@ def _metadata(plan: _Plan, subtitles: Sequence[tuple[Path | str, str, str]], *, 
         meta += [f"-metadata:s:s:{n}", f"language={iso639_2(lang)}", f"-metadata:s:s:{n}", f"title={sub_title}",
                  f"-disposition:s:{n}", "default" if n == 0 and default_subtitles else "0"]
     for n, s in enumerate(plan.source_subs, start=len(subtitles)):
-        meta += [f"-metadata:s:s:{n}", f"language={s['metadata'].get('language') or 'und'}",
+        meta += [f"-metadata:s:s:{n}", f"language={s.get('language') or 'und'}",
                  f"-disposition:s:{n}", "0"]
-        if s["metadata"].get("title"):
-            meta += [f"-metadata:s:s:{n}", f"title={s['metadata']['title']}"]
+        if s.get("title"):
+            meta += [f"-metadata:s:s:{n}", f"title={s['title']}"]
     if plan.container == "mp4":  # MP4 players show a track's handler name as its title
         meta = _mp4_titles(meta)
     if title is not None:
         meta += ["-metadata", f"title={title}"]
-    elif plan.probe["metadata"].get("title"):
-        meta += ["-metadata", f"title={plan.probe['metadata']['title']}"]
+    elif plan.probe.get("title"):
+        meta += ["-metadata", f"title={plan.probe['title']}"]
     return meta
 
 
