@@ -52,7 +52,7 @@ class Runtime:
         """The keyring file plus DUBBING_KEY if set: the same resolver as the CLI (`open_keyring`).
 
         Never created here: a run that finds no keyring fails with a message naming the file and what
-        to run (`dubbing instance init`), instead of making a new keyring whose key nothing else knows.
+        to run, instead of making a new keyring whose key nothing else knows.
         """
         return open_keyring(self.settings.keyring)
 
