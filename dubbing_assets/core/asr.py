@@ -63,8 +63,10 @@ def refine_line_times(lines: list[Line], speech: Sequence[tuple[float, float]], 
     it late or early by ~0.1-0.4 s. Rules: a start in silence moves forward
     to where speech begins; a start just after the beginning of a speech
     region moves back to it, unless the previous line is still speaking
-    there. Ends mirror that. Shifts above ``max_shift_s`` are ignored, and a
-    line never crosses its neighbours.
+    there. Ends mirror that. Shifts above ``max_shift_s`` are ignored, except
+    a start in silence whose first word reaches into the speech (whisper
+    stretched it back across the pause), and a line never crosses its
+    neighbours.
     """
     if not speech:
         return
@@ -79,7 +81,11 @@ def refine_line_times(lines: list[Line], speech: Sequence[tuple[float, float]], 
             continue
         first, last = inside[0], inside[-1]
         start, end = line.start, line.end
-        if first[0] > start and first[0] - start <= max_shift_s:
+        # a first word that reaches into the line's first speech region was stretched back across the pause
+        # (whisper starts a line where the last one ended): that speech is where the line starts, however long
+        # the pause
+        first_word_reaches = bool(line.words) and line.words[0].end >= first[0]
+        if first[0] > start and (first[0] - start <= max_shift_s or first_word_reaches):
             start = first[0]  # started in silence
         elif first[0] <= start and start - first[0] <= max_shift_s and first[0] >= prev_end:
             start = first[0]  # started late inside speech that belongs to this line

@@ -163,3 +163,20 @@ def test_a_line_starting_where_the_last_one_ended_snaps_to_its_own_speech() -> N
     speech = [(1.033, 3.456), (3.807, 4.352), (4.909, 5.28), (5.686, 7.392), (8.012, 9.888), (10.265, 11.072)]
     refine_line_times(lines, speech)
     assert [ln.start for ln in lines] == [1.033, 3.807, 8.012, 10.265]
+
+
+def test_a_start_more_than_the_shift_limit_early_moves_when_its_first_word_reaches_the_speech() -> None:
+    """The three-speaker clip on this machine: whisper began the last line at the previous line's end
+    (17.15) and stretched its first word across the 0.61 s pause to 17.83; its speech starts at 17.76.
+    The 0.6 s shift limit kept the start, and the dub began 588 ms early (issue 13's onset bound)."""
+    from dubbing_assets.core.asr import refine_line_times
+    from dubbing_assets.core.contracts import Line, Word
+
+    lines = [Line(index=0, start=14.93, end=17.15, speaker="?", text="a", words=[Word(14.93, 15.41, "a")]),
+             Line(index=1, start=17.15, end=19.45, speaker="?", text="b",
+                  words=[Word(17.15, 17.83, "b"), Word(17.83, 18.03, "c")]),
+             Line(index=2, start=25.0, end=26.0, speaker="?", text="d", words=[Word(25.0, 25.2, "d")])]
+    speech = [(15.32, 17.25), (17.76, 19.58), (25.9, 26.0)]
+    refine_line_times(lines, speech)
+    assert lines[1].start == 17.76
+    assert lines[2].start == 25.0  # far, and its first word ends before that speech: kept
