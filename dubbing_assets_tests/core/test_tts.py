@@ -141,3 +141,52 @@ def test_espeak_synthesizes(tmp_path: Path) -> None:
     engine = EspeakEngine()
     result = engine.synthesize("Hello there.", Voice("espeak", "en-us"), tmp_path / "e.wav", rate=1.2)
     assert result.duration_s > 0.3
+
+
+def _local_voice(models: Path, voice: str, source: Path, *, speakers: int | None = None) -> None:
+    """A catalogue-named voice folder as a studio lays it out: DUBBING_MODELS_DIR/piper-<voice>/."""
+    import json
+
+    folder = models / f"piper-{voice}"
+    folder.mkdir(parents=True)
+    (folder / f"{voice}.onnx").symlink_to(source)
+    config = json.loads(Path(f"{source}.json").read_text(encoding="utf-8"))
+    if speakers is not None:
+        config["num_speakers"] = speakers
+    (folder / f"{voice}.onnx.json").write_text(json.dumps(config), encoding="utf-8")
+
+
+def test_the_piper_catalogue_by_name_from_local_voice_folders(tmp_path: Path) -> None:
+    """Issue 13: Piper voices by catalogue name, resolved by the registry (local folder, packages, then the
+    download where allowed). Before, only the packaged voice was ever in the bank: a piper-<voice>/ folder
+    in DUBBING_MODELS_DIR was never read, though the README said so."""
+    from dubbing_assets.core.models import ModelRegistry
+
+    joe = tts.resolve_piper_model()
+    models = tmp_path / "models"
+    _local_voice(models, "en_US-libritts_r-medium", joe, speakers=4)  # a multi-speaker catalogue model
+    _local_voice(models, "en_GB-alba-medium", joe)
+    (models / "piper-en_GB-broken-medium").mkdir()  # no voice files
+    reg = ModelRegistry(cache_dir=tmp_path / "cache", models_dir=models)  # offline: no download
+    engine = PiperEngine(registry=reg, catalogue=["en_GB-alba-medium", "de_DE-thorsten-medium"])
+    assert engine.voices() == [tts.DEFAULT_PIPER_VOICE, "en_GB-alba-medium", "en_US-libritts_r-medium"]
+    assert engine.speaker_counts()["en_US-libritts_r-medium"] == 4
+    assert set(engine.unavailable) == {"de_DE-thorsten-medium", "en_GB-broken-medium"}
+    assert "DUBBING_MODELS_DIR" in engine.unavailable["de_DE-thorsten-medium"]  # says where to put it
+    out = engine.synthesize("Hello there.", Voice("piper", "en_GB-alba-medium"), tmp_path / "alba.wav")
+    assert out.duration_s > 0.3
+    with pytest.raises(ConfigError, match="de_DE-thorsten-medium.*not installed here.*DUBBING_PIPER_VOICES"):
+        engine.synthesize("Hello.", Voice("piper", "de_DE-thorsten-medium"), tmp_path / "no.wav")
+
+
+def test_the_runtime_gives_piper_the_catalogue_of_the_settings(dubbing_env: Path, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from dubbing_assets.core.runtime import Runtime
+
+    models = tmp_path / "models"
+    models.mkdir()
+    monkeypatch.setenv("DUBBING_MODELS_DIR", str(models))
+    monkeypatch.setenv("DUBBING_PIPER_VOICES", "en_GB-alba-medium, en_US-ryan-high")
+    _local_voice(models, "en_GB-alba-medium", tts.resolve_piper_model())
+    engine = Runtime().tts("piper")
+    assert "en_GB-alba-medium" in engine.voices() and set(engine.unavailable) == {"en_US-ryan-high"}

@@ -91,7 +91,10 @@ def cast(rt: Runtime, key: str, speakers: Speakers, src: SourceMedia, script: Sc
     cloner, high_note, clone_notes = (_high_mode_cloner(rt, script, speakers, stems, src)
                                       if high else (None, None, {}))
     pinned = library.load_cast_file(cast_path)
-    available = rt.tts("piper").voices()
+    piper = rt.tts("piper")
+    available = piper.voices()
+    for voice, why in getattr(piper, "unavailable", {}).items():
+        rt.log.warning(f"voice bank: Piper voice {voice} left out: {why}")
     bank = build_bank(bank_engines(rt.tts, log=rt.log.info), [settings.cache, user_cache_dir()], log=rt.log.info)
     with transaction(store_path, rt.keyring, series) as store:
         voices, assigned = castlib.cast_episode(store, speakers.speakers, key, pinned, available,
