@@ -136,3 +136,16 @@ def test_from_settings_uses_the_cache_and_models_dir(tmp_path: Path) -> None:
     assert reg.cache_dir == tmp_path / "cache" / "models"
     assert reg.models_dir == tmp_path / "m"
     assert reg.allow_download is False
+
+
+def test_piper_catalogue_names_map_to_the_catalogue_layout() -> None:
+    """What a networked machine downloads for `piper-<voice>`: the catalogue's <family>/<locale>/<name>/<quality>
+    layout, the model and its config; names that are not catalogue voices download nothing."""
+    from dubbing_assets.core.models import PIPER_VOICES_REPO, piper_hub_files
+
+    assert piper_hub_files("en_US-libritts_r-medium") == (
+        (PIPER_VOICES_REPO, "en/en_US/libritts_r/medium/en_US-libritts_r-medium.onnx", "en_US-libritts_r-medium.onnx"),
+        (PIPER_VOICES_REPO, "en/en_US/libritts_r/medium/en_US-libritts_r-medium.onnx.json",
+         "en_US-libritts_r-medium.onnx.json"))
+    assert piper_hub_files("de_DE-thorsten-x_low")[0][1] == "de/de_DE/thorsten/x_low/de_DE-thorsten-x_low.onnx"
+    assert piper_hub_files("not a voice") == () and piper_hub_files("en_US-joe") == ()
