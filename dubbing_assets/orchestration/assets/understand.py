@@ -58,13 +58,14 @@ def script(context: dg.AssetExecutionContext, dubbing: DubbingResource, source_m
           description="Who speaks each line: subtitle Actor names, or diarization (Resemblyzer embeddings, "
                       "agglomerative clustering); one embedding per speaker for the voice bank.")
 def speakers(context: dg.AssetExecutionContext, dubbing: DubbingResource, script: Script,
-             audio_stems: Stems) -> Speakers:
+             audio_stems: Stems, source_media: SourceMedia) -> Speakers:
     with user_errors():
-        result = stage.speakers(dubbing.for_step(context), script, audio_stems)
+        result = stage.speakers(dubbing.for_step(context), script, audio_stems, source_media)
     context.add_output_metadata({"method": result.method, "speakers": len(result.speakers),
                                  "low_confidence_lines": len(result.meta.get("low_confidence") or []),
                                  "speakers_chosen_by": str(result.meta.get("speakers_chosen_by", result.method)),
                                  "labels": ", ".join(s.label for s in result.speakers),
+                                 "guided_by_store": str(result.meta.get("guided_by_store") or "no known characters"),
                                  "median_f0_hz": ", ".join(f"{s.label} {s.f0_hz}" for s in result.speakers)})
     return result
 

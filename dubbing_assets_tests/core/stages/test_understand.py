@@ -39,7 +39,7 @@ def test_source_stems_script_and_speakers_without_dagster(dubbing_env: Path) -> 
         script = understand.script(rt, src, stems)
         assert isinstance(script, Script) and script.source == "subtitles" and len(script.lines) == 4
         assert "audio's language" in script.meta["script_from"]
-        speakers = understand.speakers(rt, script, stems)
+        speakers = understand.speakers(rt, script, stems, src)
         assert isinstance(speakers, Speakers) and sorted(s.label for s in speakers.speakers) == ["Aiko", "Kenji"]
         assert all(s.f0_hz for s in speakers.speakers)
     finally:
