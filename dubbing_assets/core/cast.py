@@ -159,6 +159,12 @@ def _key(voice: Voice) -> str:
     return voice_key(voice.engine, voice.voice, voice.speaker_id)
 
 
+#: How much a candidate voice's likeness to a voice already cast in the episode (same gender) counts against
+#: it: two characters of one episode should sound apart before each sounds like its original. With the
+#: offline bank, the second woman gets jf_gongitsune (0.678 from jf_alpha) instead of jf_nezumi (0.716).
+DISTINCT_WEIGHT = 1.0
+
+
 def pick_bank_voice(embedding: Sequence[float] | None, gender: str | None, bank: Sequence[Any],
                     held: Mapping[str, int]) -> tuple[Voice, dict[str, Any]]:
     """The bank voice for a new character, and how it was chosen.
@@ -172,9 +178,17 @@ def pick_bank_voice(embedding: Sequence[float] | None, gender: str | None, bank:
         raise ValueError("the voice bank is empty")
     pool = [v for v in bank if gender is None or v.gender == gender] or list(bank)
     unused = [v for v in pool if held.get(v.key, 0) == 0]
+    taken = [v for v in pool if held.get(v.key, 0) > 0]
+
+    def likeness(v: Any) -> float:
+        """Nearness to the speaker, less nearness to the voices this episode already gave its gender."""
+        crowd = max((cosine(v.embedding, t.embedding) for t in taken), default=0.0)
+        return cosine(embedding, v.embedding) - DISTINCT_WEIGHT * max(0.0, crowd)
+
     if unused:
-        best = max(unused, key=lambda v: cosine(embedding, v.embedding))
-        shift, why = 0.0, "nearest unused bank voice"
+        best = max(unused, key=likeness)
+        shift, why = 0.0, ("nearest unused bank voice" if not taken else
+                           "nearest unused bank voice, apart from this episode's other voices of that gender")
     else:
         best = min(pool, key=lambda v: (held.get(v.key, 0), -cosine(embedding, v.embedding)))
         shift = REUSE_SHIFTS[(held.get(best.key, 0) - 1) % len(REUSE_SHIFTS)]

@@ -118,6 +118,26 @@ def test_bank_voice_is_the_nearest_unused_of_the_gender() -> None:
     assert voice.voice == "en_US-joe-medium"
 
 
+def test_a_second_woman_gets_the_voice_farthest_from_the_first_womans() -> None:
+    """Two characters of one episode must sound apart: among unused voices of her gender, a new character
+    gets the one nearest to her but least like the voices already cast (the offline bank's second woman went
+    to jf_nezumi, 0.716 from the first woman's jf_alpha, where jf_gongitsune is 0.678)."""
+    from dubbing_assets.core.cast import pick_bank_voice
+    from dubbing_assets.core.voicebank import BankVoice
+
+    first = unit(300)
+    twin = np.asarray(near(first, 301, noise=0.4))  # very like the first woman's voice
+    apart = unit(302)
+    speaker = list((0.55 * twin + 0.45 * apart) / np.linalg.norm(0.55 * twin + 0.45 * apart))
+    bank = [BankVoice("kokoro", "jf_first", None, "female", 250.0, tuple(first)),
+            BankVoice("kokoro", "jf_twin", None, "female", 250.0, tuple(twin)),
+            BankVoice("kokoro", "jf_apart", None, "female", 250.0, tuple(apart)),
+            BankVoice("kokoro", "jm_kumo", None, "male", 110.0, tuple(unit(303)))]
+    assert pick_bank_voice(speaker, "female", bank, {})[0].voice == "jf_twin"  # alone: simply the nearest
+    voice, note = pick_bank_voice(speaker, "female", bank, {"kokoro/jf_first": 1})
+    assert voice.voice == "jf_apart" and "apart from this episode's other voices" in note["why"]
+
+
 def test_pitch_shift_only_when_the_bank_runs_out() -> None:
     from dubbing_assets.core.cast import pick_bank_voice
 
