@@ -240,116 +240,133 @@ def mix(
         layout = layout_for(channels, layout)
         names = LAYOUTS[layout]
 
-        loaded: list[tuple[int, np.ndarray]] = []
-        total = bg_frames
-        for start, path in clips:
-            clip, clip_rate = read_audio(path)
-            mono = resample(clip.mean(axis=1), clip_rate, sample_rate).astype(np.float32)
-            offset = max(0, int(round(float(start) * sample_rate)))
-            loaded.append((offset, mono))
-            total = max(total, offset + mono.size)
+        loaded, total = _load_clips(clips, sample_rate, bg_frames)
         if duration_s is not None:
             total = max(total, int(round(duration_s * sample_rate)))
-        timeline = _Timeline(
-            bg,
-            bg_frames,
-            bg_channels,
-            channels,
-            sample_rate,
-            loaded,
-            total,
-            duck_db,
-            ramp_s,
-            _dub_channels(names),
-        )
+        timeline = _Timeline(bg, bg_frames, bg_channels, channels, sample_rate, loaded, total, duck_db, ramp_s,
+                             _dub_channels(names))
         block = int(BLOCK_S * sample_rate)
-
-        # 1. level the dialogue: RMS over the samples inside clips
-        sumsq, count = 0.0, 0
-        for a in range(0, total, block):
-            speech, mask = timeline.speech(a, min(total, a + block))
-            sumsq += float(np.square(speech[mask], dtype=np.float64).sum())
-            count += int(mask.sum())
-        if count and sumsq > 0:
-            timeline.speech_gain = 10 ** ((DIALOGUE_DBFS + dub_gain_db) / 20) / math.sqrt(sumsq / count)
-
-        # 2. loudness before normalisation
+        _level_dialogue(timeline, total, block, dub_gain_db)
         meter = LoudnessMeter(sample_rate, names)
         for a in range(0, total, block):
             meter.add(timeline.render(a, min(total, a + block)))
         loudness = meter.integrated()
         if not math.isfinite(loudness):
-            raise MediaError(
-                "The mix is silent; there is nothing to normalise (no speech and no background)."
-            )
-        gain_db = target_lufs - loudness
-
-        # 3. gain + limiter + measure, written to the output; again only if the limiter moved the loudness
-        ceiling_db = true_peak_db - 0.3  # margin for the gain curve's own inter-sample effects
-        window = _limiter_window(sample_rate)
-        context = window + 2 * OS_MARGIN
-        passes = 0
-        while True:
-            passes += 1
-            gain = np.float32(10 ** (gain_db / 20))
-            ceiling = 10 ** (ceiling_db / 20)
-            meter = LoudnessMeter(sample_rate, names)
-            peak, min_gain, clipped = 0.0, 1.0, 0
-            with wav_writer(out_wav, sample_rate, channels) as writer:
-                for a in range(0, total, block):
-                    b = min(total, a + block)
-                    pre = timeline.render(a - context, b + context) * gain
-                    env = true_peak_envelope(pre)
-                    limiter = _limiter_gain(env, ceiling, window)
-                    min_gain = min(min_gain, float(limiter[context : context + b - a].min()))
-                    if float(limiter.min()) < 1.0:
-                        out = pre * limiter[:, None].astype(np.float32)
-                        lo = context - OS_MARGIN
-                        env_out = true_peak_envelope(out[lo : context + (b - a) + OS_MARGIN])
-                        env_core = env_out[OS_MARGIN : OS_MARGIN + b - a]
-                    else:  # nothing limited here: the output is the input
-                        out = pre
-                        env_core = env[context : context + b - a]
-                    peak = max(peak, float(env_core.max()) if env_core.size else 0.0)
-                    core = out[context : context + b - a]
-                    clipped += int(np.count_nonzero(np.abs(core) >= 1.0))
-                    meter.add(core)
-                    writer.write(core)
-            final_lufs = meter.integrated()
-            final_peak = 20 * math.log10(peak) if peak > 0 else -math.inf
-            error = target_lufs - final_lufs
-            peak_ok = final_peak <= true_peak_db - 0.05
-            if (abs(error) <= 0.1 and peak_ok) or passes >= 6:
-                break
-            if abs(error) > 0.1:
-                gain_db += error  # limiting lowered the loudness: more gain, limited again
-            if not peak_ok:
-                ceiling_db -= 0.3
-
+            raise MediaError("The mix is silent; there is nothing to normalise (no speech and no background).")
+        written = _write_normalised(timeline, out_wav, names, total, block, gain_db=target_lufs - loudness,
+                                    target_lufs=target_lufs, true_peak_db=true_peak_db)
         speech_path = None
         if speech_wav is not None:
             speech_path = str(speech_wav)
-            with wav_writer(Path(speech_wav), sample_rate, channels) as writer:
-                for a in range(0, total, block):
-                    speech, _mask = timeline.speech(a, min(total, a + block))
-                    part = np.zeros((speech.size, channels), dtype=np.float32)
-                    for col in timeline.dub_cols:
-                        part[:, col] = np.clip(speech * gain, -1.0, 1.0)
-                    writer.write(part)
+            _write_speech(timeline, Path(speech_wav), total, block, written.gain)
     return MixResult(
         path=str(out_wav),
         sample_rate=int(sample_rate),
         channels=int(channels),
         layout=layout,
         duration_s=round(total / sample_rate, 4),
-        integrated_lufs=round(final_lufs, 2),
-        true_peak_db=round(final_peak, 2),
-        clipped_samples=clipped,
-        gain_db=round(gain_db, 2),
-        limiter_gain_reduction_db=round(min(0.0, 20 * math.log10(max(min_gain, 1e-12))), 2),
+        integrated_lufs=round(written.lufs, 2),
+        true_peak_db=round(written.peak_db, 2),
+        clipped_samples=written.clipped,
+        gain_db=round(written.gain_db, 2),
+        limiter_gain_reduction_db=round(min(0.0, 20 * math.log10(max(written.min_gain, 1e-12))), 2),
         speech_path=speech_path,
-        passes=passes,
+        passes=written.passes,
     )
+
+
+def _load_clips(clips: Sequence[tuple[float, Path | str]], sample_rate: int, frames: int
+                ) -> tuple[list[tuple[int, np.ndarray]], int]:
+    """Each clip as (offset in samples, mono at the mix's rate), and the mix's length in samples."""
+    loaded: list[tuple[int, np.ndarray]] = []
+    total = frames
+    for start, path in clips:
+        clip, clip_rate = read_audio(path)
+        mono = resample(clip.mean(axis=1), clip_rate, sample_rate).astype(np.float32)
+        offset = max(0, int(round(float(start) * sample_rate)))
+        loaded.append((offset, mono))
+        total = max(total, offset + mono.size)
+    return loaded, total
+
+
+def _level_dialogue(timeline: _Timeline, total: int, block: int, dub_gain_db: float) -> None:
+    """Level the dialogue to DIALOGUE_DBFS RMS over the samples inside clips (plus `dub_gain_db`)."""
+    sumsq, count = 0.0, 0
+    for a in range(0, total, block):
+        speech, mask = timeline.speech(a, min(total, a + block))
+        sumsq += float(np.square(speech[mask], dtype=np.float64).sum())
+        count += int(mask.sum())
+    if count and sumsq > 0:
+        timeline.speech_gain = 10 ** ((DIALOGUE_DBFS + dub_gain_db) / 20) / math.sqrt(sumsq / count)
+
+
+@dataclass
+class _Written:
+    lufs: float
+    peak_db: float
+    clipped: int
+    min_gain: float
+    gain_db: float
+    gain: np.float32
+    passes: int
+
+
+def _write_normalised(timeline: _Timeline, out_wav: Path, names: Sequence[str], total: int, block: int, *,
+                      gain_db: float, target_lufs: float, true_peak_db: float) -> _Written:
+    """Gain + limiter + measure, written to `out_wav`; written again (at most 6 passes) only while the limiter
+    moved the loudness off the target or the true peak is over the ceiling."""
+    sample_rate, channels = timeline.rate, timeline.channels
+    ceiling_db = true_peak_db - 0.3  # margin for the gain curve's own inter-sample effects
+    window = _limiter_window(sample_rate)
+    context = window + 2 * OS_MARGIN
+    passes = 0
+    while True:
+        passes += 1
+        gain = np.float32(10 ** (gain_db / 20))
+        ceiling = 10 ** (ceiling_db / 20)
+        meter = LoudnessMeter(sample_rate, names)
+        peak, min_gain, clipped = 0.0, 1.0, 0
+        with wav_writer(out_wav, sample_rate, channels) as writer:
+            for a in range(0, total, block):
+                b = min(total, a + block)
+                pre = timeline.render(a - context, b + context) * gain
+                env = true_peak_envelope(pre)
+                limiter = _limiter_gain(env, ceiling, window)
+                min_gain = min(min_gain, float(limiter[context : context + b - a].min()))
+                if float(limiter.min()) < 1.0:
+                    out = pre * limiter[:, None].astype(np.float32)
+                    lo = context - OS_MARGIN
+                    env_out = true_peak_envelope(out[lo : context + (b - a) + OS_MARGIN])
+                    env_core = env_out[OS_MARGIN : OS_MARGIN + b - a]
+                else:  # nothing limited here: the output is the input
+                    out = pre
+                    env_core = env[context : context + b - a]
+                peak = max(peak, float(env_core.max()) if env_core.size else 0.0)
+                core = out[context : context + b - a]
+                clipped += int(np.count_nonzero(np.abs(core) >= 1.0))
+                meter.add(core)
+                writer.write(core)
+        final_lufs = meter.integrated()
+        final_peak = 20 * math.log10(peak) if peak > 0 else -math.inf
+        error = target_lufs - final_lufs
+        peak_ok = final_peak <= true_peak_db - 0.05
+        if (abs(error) <= 0.1 and peak_ok) or passes >= 6:
+            return _Written(final_lufs, final_peak, clipped, min_gain, gain_db, gain, passes)
+        if abs(error) > 0.1:
+            gain_db += error  # limiting lowered the loudness: more gain, limited again
+        if not peak_ok:
+            ceiling_db -= 0.3
+
+
+def _write_speech(timeline: _Timeline, path: Path, total: int, block: int, gain: np.float32) -> None:
+    """The placed dub alone, at the gain it has in the mix, on the dub's channels (for QA)."""
+    with wav_writer(path, timeline.rate, timeline.channels) as writer:
+        for a in range(0, total, block):
+            speech, _mask = timeline.speech(a, min(total, a + block))
+            part = np.zeros((speech.size, timeline.channels), dtype=np.float32)
+            for col in timeline.dub_cols:
+                part[:, col] = np.clip(speech * gain, -1.0, 1.0)
+            writer.write(part)
 
 
 @contextmanager
