@@ -410,7 +410,8 @@ class LipSync(Record):
     face_frames: int = 0
     fps: float = 0.0
     meta: dict[str, Any] = field(default_factory=dict)
-    preview: dict[str, str] = field(default_factory=dict)  # png / mp4 in the episode's library folder
+    #: `lipsync.preview`'s files in the episode's library folder: contact_sheet (PNG), clip (MP4), times.
+    preview: dict[str, str] = field(default_factory=dict)
     video_path: str | None = None
 
 

@@ -120,7 +120,7 @@ def lip_sync(context: dg.AssetExecutionContext, dubbing: DubbingResource, source
     meta: dict[str, Any] = {"synced": result.synced, "reason": result.reason or ""}
     if result.plugin:
         meta |= {"plugin": result.plugin, "face_frames": result.face_frames, "frames": result.frames}
-    png = Path(result.preview["png"]) if result.preview.get("png") else None
+    png = Path(result.preview["contact_sheet"]) if result.preview.get("contact_sheet") else None
     if png is not None and png.exists() and rt.settings.metadata_dialogue:
         meta["preview"] = dg.MetadataValue.md(
             f"![before/after](data:image/png;base64,{base64.b64encode(png.read_bytes()).decode()})")
