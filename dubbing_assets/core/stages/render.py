@@ -29,6 +29,12 @@ from dubbing_assets.errors import DubbingError, ModelNotFoundError
 QA_ASR_MODEL = "whisper-tiny.en"
 
 
+def _xtts(rt: Runtime) -> Any:
+    """The run's one XTTS engine, on DUBBING_DEVICE (cloning in cast and synthesis in dub_speech share it;
+    they used to build two, the second on the automatic device whatever the setting said)."""
+    return rt.tts("xtts", device=None if rt.device == "auto" else rt.device)
+
+
 def _high_mode_cloner(rt: Runtime, script: Script, speakers: Speakers, stems: Stems, src: SourceMedia):
     """Pass 1 of voice cloning: (cloner, None, per-character notes), or (None, reason, {}) when XTTS cannot
     run here (then low-mode voices are used).
@@ -42,7 +48,7 @@ def _high_mode_cloner(rt: Runtime, script: Script, speakers: Speakers, stems: St
     from dubbing_assets.core.diarize import apply_speakers
 
     try:
-        xtts = rt.tts("xtts", device=None if rt.device == "auto" else rt.device)
+        xtts = _xtts(rt)
     except (ImportError, DubbingError) as exc:
         note = f"high mode unavailable, using low-mode voices: {exc}"
         rt.log.warning(note)
@@ -128,7 +134,7 @@ def dub_speech(rt: Runtime, translation: Translation, cast: Cast, src: SourceMed
     if any(v.engine == "xtts" for v in voices.values()):
         from dubbing_assets.core.cloning import VerifiedCloneEngine
 
-        engine = VerifiedCloneEngine(rt.tts("xtts"), engine, threshold=rt.settings.clone_min_similarity)
+        engine = VerifiedCloneEngine(_xtts(rt), engine, threshold=rt.settings.clone_min_similarity)
     default = cast.default_voice()
     fits = fit_lines(translation.lines, voices, engine, work / "clips", media_end=duration, cache=cache,
                      default_voice=default)
