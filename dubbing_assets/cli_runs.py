@@ -330,14 +330,13 @@ def cmd_rerun(args: argparse.Namespace) -> int:
 
 def cmd_instance_init(args: argparse.Namespace) -> int:
     """Start-up step, before the daemon: folders, keyring, the instance's storage, the gpu pool limit."""
-    from dubbing_assets.core.crypto import Keyring, cleanup_stale_temporaries
+    from dubbing_assets.core.crypto import Keyring, cleanup_stale_temporaries, open_keyring
     from dubbing_assets.core.fsutil import file_lock
-    from dubbing_assets.orchestration.resources import keyring_from_settings
 
     settings = load_settings().ensure()
     if not os.environ.get("DUBBING_KEY", "").strip():
         Keyring.load_or_create(settings.keyring)  # the one place, with `keys init`, a keyring is made
-    keyring_from_settings(settings)  # readable, and DUBBING_KEY valid where it is set
+    open_keyring(settings.keyring)  # readable, and DUBBING_KEY valid where it is set (as a run opens it)
     settings.tmp.mkdir(parents=True, exist_ok=True, mode=0o700)
     swept = cleanup_stale_temporaries(settings.tmp) + cleanup_stale_temporaries()  # ours, and the system's
     if swept:

@@ -280,7 +280,7 @@ class EpisodeRecord(Record):
     target_lang: str | None = None  # None: the deployment's DUBBING_TARGET_LANG
     priority: int = 0
     visibility: str = "private"
-    submitted_at: str | None = None
+    submitted_at: float | None = None  # time.time() of the submission
     last_run_key: str | None = None
 
     def target(self, default: str) -> str:

@@ -6,23 +6,14 @@ encrypted with the keyring the stages use.
 """
 
 from functools import cached_property
-from pathlib import Path
-from typing import Any
 
 import dagster as dg
 
 from dubbing_assets.core.crypto import TEMP_PREFIX as CRYPTO_TEMP_PREFIX
-from dubbing_assets.core.crypto import Keyring, open_keyring
 from dubbing_assets.core.runtime import Runtime
-from dubbing_assets.core.settings import Settings
 
 #: Step scratch folders use the crypto layer's temp prefix, so the stale-temporaries sweep knows them.
 TEMP_PREFIX = CRYPTO_TEMP_PREFIX
-
-
-def keyring_from_settings(settings: Settings) -> Keyring:
-    """The keyring the runtime opens for `settings` (`open_keyring`: the file plus DUBBING_KEY)."""
-    return open_keyring(settings.keyring)
 
 
 class DubbingResource(dg.ConfigurableResource):
@@ -43,22 +34,6 @@ class DubbingResource(dg.ConfigurableResource):
         rt = self.runtime
         rt.log = context.log
         return rt
-
-    @property
-    def settings(self) -> Settings:
-        return self.runtime.settings
-
-    @property
-    def keyring(self) -> Keyring:
-        return self.runtime.keyring
-
-    @property
-    def registry(self) -> Any:
-        return self.runtime.registry
-
-    def workdir(self, name: str) -> Path:
-        """A private scratch folder for one step; removed when the step ends."""
-        return self.runtime.workdir(name)
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         runtime = self.__dict__.get("runtime")

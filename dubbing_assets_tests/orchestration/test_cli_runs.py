@@ -117,7 +117,7 @@ def test_scratch_left_by_a_killed_step_is_swept_at_start_up(dubbing_env: Path, c
     from dubbing_assets.orchestration.resources import DubbingResource
 
     step = DubbingResource()
-    work = step.workdir("dub_speech")
+    work = step.runtime.workdir("dub_speech")
     (work / "line-0001.wav").write_bytes(b"RIFF plaintext speech")
     scratch = work.parent
     assert scratch.parent == load_settings().tmp and scratch.name.startswith(STALE_PREFIXES)

@@ -80,8 +80,7 @@ def test_failed_write_keeps_previous_version(dubbing_env: Path) -> None:
 def test_the_version_current_named_before_stays_readable(dubbing_env: Path) -> None:
     """Issue 14 item 9: a write deleted every other version the moment CURRENT flipped, so a reader that
     had resolved the old one a moment before got FileNotFoundError."""
-    from dubbing_assets.core.crypto import decrypt_bytes
-    from dubbing_assets.orchestration.resources import keyring_from_settings
+    from dubbing_assets.core.crypto import decrypt_bytes, open_keyring
 
     instance = _instance("show-e03")
     storage = load_settings().storage / "producer" / "show-e03"
@@ -91,7 +90,7 @@ def test_the_version_current_named_before_stays_readable(dubbing_env: Path) -> N
                               resources={"io_manager": EncryptedIOManager()}).success
         names.append((storage / "CURRENT").read_text().strip())
         if len(names) == 2:  # what a reader holding the first version still finds
-            ring = keyring_from_settings(load_settings())
+            ring = open_keyring(load_settings().keyring)
             old = storage / names[0]
             assert decrypt_bytes((old / "value.json.enc").read_bytes(), ring)
             assert any(old.glob("[0-9]*.enc"))

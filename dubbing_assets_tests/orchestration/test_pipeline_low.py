@@ -13,9 +13,8 @@ import av
 import numpy as np
 import pytest
 
-from dubbing_assets.core.crypto import decrypt_file
+from dubbing_assets.core.crypto import decrypt_file, open_keyring
 from dubbing_assets.core.settings import load_settings
-from dubbing_assets.orchestration.resources import keyring_from_settings
 from dubbing_assets_tests.conftest import MEDIA
 from dubbing_assets_tests.orchestration.pipeline_helpers import (
     materialization_metadata,
@@ -126,7 +125,7 @@ def test_characters_sound_different(dubbed) -> None:
     from resemblyzer import VoiceEncoder, preprocess_wav
 
     settings = dubbed["settings"]
-    ring = keyring_from_settings(settings)
+    ring = open_keyring(settings.keyring)
     version = (settings.storage / "dub_speech" / dubbed["key"] / "CURRENT").read_text().strip()
     folder = settings.storage / "dub_speech" / dubbed["key"] / version
     clips = []

@@ -14,10 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dubbing_assets.core.crypto import decrypt_file
+from dubbing_assets.core.crypto import decrypt_file, open_keyring
 from dubbing_assets.core.settings import load_settings
 from dubbing_assets.definitions import defs
-from dubbing_assets.orchestration.resources import keyring_from_settings
 from dubbing_assets_tests.orchestration.pipeline_helpers import prepare_episode, run_stages, step_failures
 
 pytestmark = [pytest.mark.slow]
@@ -100,7 +99,7 @@ def _dub_lines(dubbed) -> tuple[list[np.ndarray], list[str]]:
     from dubbing_assets.core.audio_io import load_audio_mono16k
 
     settings, key = dubbed["settings"], dubbed["key"]
-    ring = keyring_from_settings(settings)
+    ring = open_keyring(settings.keyring)
     version = (settings.storage / "dub_speech" / key / "CURRENT").read_text().strip()
     folder = settings.storage / "dub_speech" / key / version
     turns = dubbed["turns"]
