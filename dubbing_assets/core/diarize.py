@@ -180,7 +180,7 @@ def cluster_speakers(embeddings: np.ndarray, *, floor: float = MIN_SPEAKER_DISTA
             below = float(max([h for h in heights if h < height], default=0.0))
             threshold = (below + height) / 2
             cut = [int(x) - 1 for x in fcluster(tree, t=threshold, criterion="distance")]
-            score = _silhouette(square, cut)
+            score = _silhouette(square, cut, floor)
             scores[str(len(set(cut)))] = round(score, 3)
             if best is None or score > best[0] + 1e-9:
                 best = (score, threshold, cut)
@@ -226,12 +226,23 @@ def _near_far(square: np.ndarray, labels: list[int], i: int) -> tuple[float | No
     return a, b
 
 
-def _silhouette(square: np.ndarray, labels: list[int]) -> float:
-    """Mean silhouette of a labelling (an item alone in its cluster scores 0, as in scikit-learn)."""
+def _silhouette(square: np.ndarray, labels: list[int], floor: float) -> float:
+    """Mean silhouette of a labelling, where a line alone in its cluster is scored as if its own spread
+    were `floor`, the distance under which two lines are taken for one voice.
+
+    scikit-learn scores a lone item 0, so a speaker with one line could only lower the mean: three lines
+    in three clearly different voices came out two speakers, the cut merging two lines ~1.0 apart
+    (silhouette ~0) beating the cut that kept all three (0). With the floor as its spread, a lone line
+    far from every cluster scores high and one near a cluster scores low, as its distance says.
+    """
     values = []
     for i in range(len(labels)):
         a, b = _near_far(square, labels, i)
-        values.append(0.0 if a is None or b is None else (b - a) / max(a, b, 1e-12))
+        if b is None:
+            values.append(0.0)
+            continue
+        a = floor if a is None else a
+        values.append((b - a) / max(a, b, 1e-12))
     return float(np.mean(values))
 
 

@@ -13,6 +13,7 @@ here `diarize`, `split_turns` and `speakers_from_subtitles` are only checked on 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -104,8 +105,6 @@ def test_a_speaker_with_one_line_beside_a_main_one_is_found() -> None:
     assert confidence[3] == 1.0  # alone in its speaker, far from the other: sure
 
 
-@pytest.mark.xfail(strict=True, reason="speakers with one line each are merged: a lone line's silhouette counts 0, "
-                                       "so merging two lines ~1.0 apart (far above the floor) scores higher")
 def test_three_lines_in_three_clearly_different_voices_are_three_speakers() -> None:
     for seed in range(10):
         rng = np.random.default_rng(seed)
@@ -258,8 +257,8 @@ def test_apply_speakers_sets_each_line_and_leaves_the_input_alone() -> None:
 # ---- the series' known characters guide the clustering (issue 13) -------------------------------------
 
 def test_known_characters_split_one_line_speakers_the_silhouette_merges() -> None:
-    """The finding above, on a later episode of a series: the store knows the three voices, so three one-line
-    speakers are three (unguided, two of them merge)."""
+    """A later episode of a series: the store knows the three voices, so three one-line speakers stay three
+    whatever the unguided clustering made of them."""
     from dubbing_assets.core.diarize import guide_by_known
 
     for seed in range(10):
@@ -299,24 +298,48 @@ def test_one_known_character_split_in_two_is_merged_and_strangers_are_left_alone
     assert _partition(unguided) == _partition([0, 0, 1, 2, 2])  # nobody known: nothing moves
 
 
-@pytest.mark.slow
-def test_the_store_guides_real_voices_one_line_each(three_speakers) -> None:
-    """Real speech: the three-speaker clip's first three turns (Yui, Mika, Taro: one line each) as a later
-    episode, the store holding the voices learnt from the clip's other four turns. Unguided, Yui and Mika
-    come out as one speaker (measured: {0: spk0, 1: spk0, 2: spk1}); the store splits them."""
+def _dialogue_of(clip: Path) -> np.ndarray:
+    import tempfile
+
     from dubbing_assets.core import media, stems
     from dubbing_assets.core.audio_io import load_audio_mono16k
-    from dubbing_assets.core.cast import known_voices, remember_dvector
-    from dubbing_assets.core.characters import Character
-
-    clip, turns = three_speakers
-    import tempfile
-    from pathlib import Path
 
     with tempfile.TemporaryDirectory() as tmp:
         wav = media.extract_audio(clip, Path(tmp) / "o.wav")
         dialogue, _ = stems.get_separator("signal").separate(wav, Path(tmp))
-        audio = load_audio_mono16k(dialogue)
+        return load_audio_mono16k(dialogue)
+
+
+@pytest.mark.slow
+def test_three_real_voices_one_line_each_are_three_speakers_unguided(three_speakers) -> None:
+    """Every run of three consecutive turns of the three-speaker clip (three voices, one line each) as an
+    episode of its own, no store. Before lone lines scored their distance, all five came out two speakers;
+    now four do not (the first, Yui and Mika 0.5 apart, just over the floor, still merges)."""
+    clip, turns = three_speakers
+    audio = _dialogue_of(clip)
+    found = []
+    for first in range(len(turns) - 2):
+        window = turns[first:first + 3]
+        assert len({t.speaker for t in window}) == 3
+        script = Script(language="ja", source="asr", lines=[
+            Line(index=i, start=t.start, end=t.end, speaker="unknown", text=t.text_ja) for i, t in enumerate(window)])
+        got = diarize(audio, script)
+        found.append(len(set(got.line_speakers.values())))
+    print(f"\nspeakers found per three-turn window: {found}")
+    assert sum(n == 3 for n in found) >= 4, found
+
+
+@pytest.mark.slow
+def test_the_store_guides_real_voices_one_line_each(three_speakers) -> None:
+    """Real speech: the three-speaker clip's first three turns (Yui, Mika, Taro: one line each) as a later
+    episode, the store holding the voices learnt from the clip's other four turns. Unguided, Yui and Mika
+    come out as one speaker (measured: {0: spk0, 1: spk0, 2: spk1}, their lines 0.5 apart, just over the floor);
+    the store splits them."""
+    from dubbing_assets.core.cast import known_voices, remember_dvector
+    from dubbing_assets.core.characters import Character
+
+    clip, turns = three_speakers
+    audio = _dialogue_of(clip)
     first = Script(language="ja", source="asr", lines=[
         Line(index=i, start=t.start, end=t.end, speaker="unknown", text=t.text_ja) for i, t in enumerate(turns[:3])])
     rest = Script(language="ja", source="asr", lines=[
