@@ -69,3 +69,24 @@ def test_kokoro_english_is_intelligible_and_rate_speeds_it_up(kokoro: KokoroEngi
     assert score <= 0.10, list(zip(lines, hyps, strict=True))
     fast = kokoro.synthesize(lines[0], _voice("jf_alpha"), tmp_path / "fast.wav", rate=1.3)
     assert fast.duration_s < durations[0] * 0.85
+
+
+def test_a_characters_short_lines_keep_its_long_line_voice(kokoro: KokoroEngine, tmp_path: Path) -> None:
+    """Kokoro's voice tables hold one style per utterance length, and the short rows drift from the voice.
+    A line shorter than STYLE_MIN_TOKENS takes the row of a line that long, so one character's "Of course."
+    sounds like its other lines (d-vector cosine to a long line of jf_alpha, measured here: 0.75 with
+    Kokoro's own row, 0.81 with row 80). ``style_min_tokens`` 1 restores Kokoro's own choice."""
+    from dubbing_assets.core.diarize import embed_span_dvector
+
+    def embedding(text: str, name: str, **settings) -> np.ndarray:
+        out = kokoro.synthesize(text, _voice("jf_alpha", settings=settings), tmp_path / f"{name}.wav").path
+        audio = load_audio_mono16k(out)
+        return embed_span_dvector(np.tile(audio, 3), 0.0, 3 * len(audio) / 16000)
+
+    long = embedding("It's no good to eat in the library.", "long")
+    steady = float(embedding("Of course.", "steady") @ long)
+    own_row = float(embedding("Of course.", "own", style_min_tokens=1) @ long)
+    print(f"short~long d-vector cosine: style row >= 80 {steady:.3f}, Kokoro's own row {own_row:.3f}")
+    assert steady > own_row + 0.05
+    with pytest.raises(ConfigError, match="style_min_tokens"):
+        kokoro.synthesize("Hello.", _voice("jf_alpha", settings={"style_min_tokens": 0}), tmp_path / "x.wav")

@@ -51,6 +51,13 @@ KOKORO_MODEL = "kokoro-v1.0"
 SAMPLE_RATE = 24000
 DEFAULT_VOICE = "jf_alpha"
 _MAX_TOKENS = 500
+#: A line shorter than this many tokens is spoken with the style row of a line this long. Kokoro's voice
+#: tables hold one style per utterance length, and the short rows drift away from the voice: in jf_alpha
+#: row 5 is at cosine 0.42 from row 200, while every row from 80 up is within 0.96 of every other. With
+#: the short rows one character's interjections sounded like somebody else (the three-speaker clip's
+#: "Of course." at d-vector cosine 0.57 from the same character's other lines; 0.71 with row 80).
+#: A voice's ``settings["style_min_tokens"]`` overrides it; 1 restores Kokoro's own per-length choice.
+STYLE_MIN_TOKENS = 80
 
 #: espeak-ng IPA -> Kokoro symbols (misaki's espeak fallback table, without its tie marks), longest first.
 _E2M = sorted({
@@ -140,7 +147,7 @@ class KokoroEngine:
             except Exception:  # noqa: BLE001 - metadata missing: still a usable key
                 ort_version = "unknown"
             self._version = (f"kokoro-82m onnxruntime {ort_version}; model {digest.hexdigest()[:16]}; "
-                             f"lang {self.language}; post {POSTPROCESS_VERSION}")
+                             f"lang {self.language}; style>={STYLE_MIN_TOKENS}; post {POSTPROCESS_VERSION}")
         return self._version
 
     def voices(self) -> list[str]:
@@ -158,13 +165,14 @@ class KokoroEngine:
                                   f"{', '.join(self._voice_names)}); pin another voice in the cast file.")
         language = str((voice.settings or {}).get("language") or self.language)
         speed = float(rate) / max(float(voice.length_scale), 0.1)
+        min_tokens = _style_min_tokens(voice)
         self._load()
         style = self._style(name)
         gap = np.zeros(int(self.sentence_silence_s * SAMPLE_RATE), dtype=np.float32)
         parts: list[np.ndarray] = []
         try:
             for chunk in self.phonemize(text, language):
-                audio = self._infer(chunk, style, speed)
+                audio = self._infer(chunk, style, speed, min_tokens)
                 if audio.size:
                     if parts:
                         parts.append(gap)
@@ -181,12 +189,13 @@ class KokoroEngine:
 
     def speak_phonemes(self, phonemes: str, voice_name: str, *, speed: float = 1.0) -> np.ndarray:
         """24 kHz float audio of a phoneme string in Kokoro's alphabet, for callers with their own
-        front end (a G2P, a pronunciation lexicon): no text processing, no pitch shift."""
+        front end (a G2P, a pronunciation lexicon): no text processing, no pitch shift, and Kokoro's own
+        style row per length (the raw engine, as its reference pipeline speaks)."""
         if voice_name not in self._voice_names:
             raise ConfigError(f"Kokoro voice {voice_name!r} is not installed here "
                               f"(available: {', '.join(self._voice_names)}).")
         self._load()
-        return self._infer(phonemes[:_MAX_TOKENS], self._style(voice_name), float(speed))
+        return self._infer(phonemes[:_MAX_TOKENS], self._style(voice_name), float(speed), 1)
 
     # -- text -> phonemes ---------------------------------------------------
     def phonemes(self, text: str, voice: Voice) -> list[str]:
@@ -262,13 +271,13 @@ class KokoroEngine:
                 self._styles[name] = table.reshape(-1, 256)
             return self._styles[name]
 
-    def _infer(self, phonemes: str, style: np.ndarray, speed: float) -> np.ndarray:
+    def _infer(self, phonemes: str, style: np.ndarray, speed: float, min_tokens: int) -> np.ndarray:
         assert self._vocab is not None
         tokens = [self._vocab[c] for c in phonemes if c in self._vocab]
         if not tokens:
             return np.zeros(0, dtype=np.float32)
         tokens = tokens[:_MAX_TOKENS]
-        ref = style[min(len(tokens), len(style)) - 1].reshape(1, 256)
+        ref = style[min(max(len(tokens), min_tokens), len(style)) - 1].reshape(1, 256)
         feeds = {"tokens": np.array([[0, *tokens, 0]], dtype=np.int64), "style": ref.astype(np.float32),
                  "speed": np.array([speed], dtype=np.float32)}
         names = {i.name for i in self._session.get_inputs()}
@@ -276,6 +285,18 @@ class KokoroEngine:
             feeds["input_ids"] = feeds.pop("tokens")
         audio = np.asarray(self._session.run(None, feeds)[0], dtype=np.float32).ravel()
         return _trim(audio)
+
+
+def _style_min_tokens(voice: Voice) -> int:
+    raw = (voice.settings or {}).get("style_min_tokens", STYLE_MIN_TOKENS)
+    try:
+        value = int(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"Kokoro voice {voice.voice!r}: style_min_tokens must be a whole number, "
+                          f"got {raw!r}.") from None
+    if value < 1:
+        raise ConfigError(f"Kokoro voice {voice.voice!r}: style_min_tokens must be 1 or more, got {value}.")
+    return value
 
 
 def _trim(audio: np.ndarray, thresh: float = 0.01, pad: int = int(0.03 * SAMPLE_RATE)) -> np.ndarray:
