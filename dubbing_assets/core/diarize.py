@@ -52,6 +52,18 @@ KNOWN_MARGIN = 0.15
 #: Lines shorter than this are too short for a reliable embedding: they are
 #: embedded with their neighbourhood padded around them.
 MIN_EMBED_S = 1.0
+#: The d-vector of a span shorter than this is taken over the span repeated end to end up to it
+#: ("repeat padding", as speaker-verification recipes pad short utterances), not over its neighbourhood:
+#: in quick turn-taking the neighbourhood is the other speaker. See `embed_span_dvector`.
+REPEAT_TO_S = 3.0
+
+
+def _repeated(clip: np.ndarray, seconds: float = REPEAT_TO_S) -> np.ndarray:
+    """``clip`` tiled and cut to ``seconds`` when shorter; unchanged otherwise."""
+    want = int(seconds * SAMPLE_RATE)
+    if clip.size == 0 or clip.size >= want:
+        return clip
+    return np.tile(clip, -(-want // clip.size))[:want]
 
 
 @lru_cache(maxsize=1)
@@ -116,16 +128,20 @@ def embed_span_dvector(audio: np.ndarray, start: float, end: float) -> np.ndarra
     Its published recipe: 40-mel log10 fbank (hamming), 80-frame windows every 40 frames,
     per-window L2, mean, L2. Measured beside Resemblyzer (bench/understand.py): it separates
     two similar female voices that Resemblyzer merges, about 4x faster.
+
+    A span under `REPEAT_TO_S` is repeated up to it rather than widened into its neighbours (which
+    `embed_span` still does for Resemblyzer's identity vectors). On the three-speaker clip, runs of
+    three one-line turns came out three speakers in 4 of 5 either way, the whole clip's silhouette rose
+    from 0.60 to 0.69, and one character's dub lines from 0.69 to 0.73 at least (a 0.8 s line
+    among them), while two characters' stayed at most 0.53-0.57.
     """
     import librosa
 
     session, hp = _voicefilter()
-    if end - start < MIN_EMBED_S:
-        extra = (MIN_EMBED_S - (end - start)) / 2
-        start, end = start - extra, end + extra
     clip = audio[max(0, int(start * SAMPLE_RATE)):min(len(audio), int(end * SAMPLE_RATE))].astype(np.float32)
     if clip.size < SAMPLE_RATE // 10:
         return np.zeros(256, dtype=np.float32)
+    clip = _repeated(clip)
     mel = librosa.feature.melspectrogram(y=clip, sr=hp.sample_rate, n_fft=hp.dvector_n_fft,
                                          win_length=hp.dvector_win_length, hop_length=hp.dvector_hop_length,
                                          n_mels=hp.dvector_n_mels, window="hamming", center=False, power=2.0)
