@@ -128,8 +128,10 @@ def _mean_between(emb: list[np.ndarray], who: list[str], a: str, b: str) -> floa
 
 def test_characters_apart_lines_of_one_character_together(dubbed) -> None:
     """Each character's dub lines are nearer one another than to any other character's, on average, in both
-    embedders' spaces. (The issue's absolute bounds, any two characters' lines <= 0.6 and one character's
-    >= 0.8, are printed: Kokoro's Japanese voices speaking English on lines as short as 0.7 s miss them.)"""
+    embedders' spaces, and in the d-vector space (the one diarization decides in) any two characters' lines
+    are at most 0.6 alike. (The issue's other bound, one character's lines >= 0.8, is printed: measured
+    0.73 in d-vectors, 0.58 in Resemblyzer, with a 0.8 s line among them; Resemblyzer's two characters'
+    lines reach 0.67, the bank's female voices being at least 0.68 alike there.)"""
     from dubbing_assets.core.diarize import embed_span, embed_span_dvector
 
     audio, who = _dub_lines(dubbed)
@@ -138,6 +140,8 @@ def test_characters_apart_lines_of_one_character_together(dubbed) -> None:
         emb = [embed(a, 0.0, len(a) / 16000) for a in audio]
         same, cross = _same_and_cross(emb, who)
         print(f"\n{name}: dub lines of one character min {min(same):.3f}, of two characters max {max(cross):.3f}")
+        if name == "d-vector":
+            assert max(cross) <= 0.6
 
         for a in names:
             within = _mean_between(emb, who, a, a)
