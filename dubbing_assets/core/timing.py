@@ -295,11 +295,17 @@ def line_key(text: str, voice: Voice, engine: str, engine_version: str, rate: fl
 
 @dataclass
 class LineCache:
-    """Synthesized lines on disk, by `line_key`; counts hits and misses."""
+    """Synthesized lines on disk, by `line_key`; counts hits and misses.
+
+    The cache only saves time, so an entry that cannot be read (a torn write from an older release, a disk
+    error, an entry encrypted under a key the ring no longer holds) is discarded and the line synthesized
+    again: a bad entry must not fail the episode. `repaired` counts them.
+    """
 
     folder: Path
     hits: int = 0
     misses: int = 0
+    repaired: int = 0
     keys_used: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -319,16 +325,23 @@ class LineCache:
         self, key: str, produce: Callable[[Path], SynthResult], out_wav: Path | None = None
     ) -> SynthResult:
         """The cached line for `key`, made with `produce(path)` on a miss; copied to `out_wav` if given."""
+        import soundfile as sf
+
         self.keys_used.append(key)
         path = self.get(key)
+        info = None
         if path is not None:
+            try:
+                info = sf.info(str(path))
+            except (RuntimeError, OSError) as exc:  # soundfile raises RuntimeError on a damaged file
+                self._discard(key, f"not a readable WAV ({exc})")
+        if info is not None:
             self.hits += 1
         else:
             self.misses += 1
             path = self._store(key, produce)
-        import soundfile as sf
-
-        info = sf.info(str(path))
+            info = sf.info(str(path))
+        assert path is not None
         target = path
         if out_wav is not None and Path(out_wav) != path:
             Path(out_wav).parent.mkdir(parents=True, exist_ok=True)
@@ -343,9 +356,23 @@ class LineCache:
             produce(tmp)
         return path
 
+    def _discard(self, key: str, why: str) -> None:
+        """Drop an unreadable entry (it is made again); logged, since it may mean a failing disk."""
+        import logging
+
+        self.repaired += 1
+        logging.getLogger(__name__).warning(f"TTS cache entry {key[:12]} is damaged ({why}); synthesizing "
+                                            "the line again")
+        for path in (self.path_for(key), *self._copies(key)):
+            path.unlink(missing_ok=True)
+
+    def _copies(self, key: str) -> tuple[Path, ...]:
+        """Readable copies of an entry that a subclass keeps besides `path_for` (none here)."""
+        return ()
+
     @property
     def stats(self) -> dict[str, int]:
-        return {"hits": self.hits, "misses": self.misses}
+        return {"hits": self.hits, "misses": self.misses, "repaired": self.repaired}
 
 
 def cached_synthesizer(engine: TTSEngine, text: str, voice: Voice, cache: LineCache | None) -> Synthesizer:

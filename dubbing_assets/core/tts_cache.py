@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from dubbing_assets.core.crypto import Keyring, decrypt_file, encrypt_file
+from dubbing_assets.core.crypto.errors import CryptoError, KeyringError
 from dubbing_assets.core.timing import LineCache
 from dubbing_assets.core.tts import SynthResult
 
@@ -31,8 +32,17 @@ class EncryptedLineCache(LineCache):
             return None
         plain = self.scratch / f"{key}.wav"
         if not plain.exists():
-            decrypt_file(path, plain, self.keyring)
+            try:
+                decrypt_file(path, plain, self.keyring)
+            except KeyringError:  # the ring itself is unusable: every entry would fail, say so
+                raise
+            except CryptoError as exc:  # this entry: torn, tampered, or under a key no longer held
+                self._discard(key, f"{type(exc).__name__}: {exc}")
+                return None
         return plain
+
+    def _copies(self, key: str) -> tuple[Path, ...]:
+        return (self.scratch / f"{key}.wav",)
 
     def _store(self, key: str, produce: Callable[[Path], SynthResult]) -> Path:
         plain = self.scratch / f"{key}.wav"

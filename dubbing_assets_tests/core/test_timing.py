@@ -195,7 +195,23 @@ def test_cache_hits_misses_and_one_edited_line(tmp_path: Path) -> None:
     fit_lines(lines, voices, engine, tmp_path / "out3", media_end=12.5, cache=cache)
     assert cache.misses == 5 and cache.hits == 7
     assert engine.calls[-1] == ("Lucky you! What did you get?", 1.0)
-    assert cache.stats == {"hits": 7, "misses": 5}
+    assert cache.stats == {"hits": 7, "misses": 5, "repaired": 0}
+
+
+def test_a_damaged_cached_line_is_synthesized_again(tmp_path: Path) -> None:
+    """A cache entry cut short (a torn copy, a full disk under an older release) is not a WAV any more: the
+    line is made again rather than failing the dub step, and the entry replaced."""
+    engine = FakeEngine()
+    voices = {"A": Voice("fake", "fake"), "B": Voice("fake", "fake", pitch_semitones=-4, length_scale=1.05)}
+    cache = LineCache(tmp_path / "cache")
+    lines = _lines()
+    fit_lines(lines, voices, engine, tmp_path / "out1", media_end=12.5, cache=cache)
+    entry = cache.path_for(cache.keys_used[1])
+    entry.write_bytes(entry.read_bytes()[:30])
+    again = LineCache(tmp_path / "cache")
+    fits = fit_lines(lines, voices, engine, tmp_path / "out2", media_end=12.5, cache=again)
+    assert len(fits) == 4 and again.stats == {"hits": 3, "misses": 1, "repaired": 1}
+    assert len(engine.calls) == 5 and entry.stat().st_size > 1000
 
 
 def test_cache_key_covers_voice_engine_version_and_rate() -> None:

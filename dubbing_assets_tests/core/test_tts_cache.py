@@ -3,8 +3,9 @@
 What the render step relies on: a miss synthesizes once and keeps only ciphertext in the shared cache folder
 (plaintext lives only in the step's scratch folder), a later run hits without synthesizing and gets the same
 audio back, entries are keyed like `timing.LineCache` (text, voice, engine version, rate), a failed synthesis
-caches nothing, and a wrong key or a damaged entry raises the project's crypto error without leaving a
-plaintext file behind. The keying itself (`line_key`) and the plaintext `LineCache` are tested in test_timing.py.
+caches nothing, and an entry that cannot be read (damaged, or under a key the ring no longer holds) is made
+again instead of failing the episode, while an unusable keyring still raises. The keying itself (`line_key`)
+and the plaintext `LineCache` are tested in test_timing.py.
 """
 
 from __future__ import annotations
@@ -147,26 +148,57 @@ def test_a_failed_synthesis_caches_nothing(tmp_path: Path, ring: Keyring) -> Non
     assert sf.info(str(result.path)).frames == int(0.5 * SR)  # the real audio, not the broken attempt's
 
 
-def test_a_wrong_keyring_raises_and_leaves_no_plaintext(tmp_path: Path, ring: Keyring) -> None:
+def test_an_entry_under_a_key_the_ring_does_not_hold_is_made_again(tmp_path: Path, ring: Keyring,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
     key = _key()
     _cache(tmp_path, ring).fetch(key, Producer())
-    stranger, produce = _cache(tmp_path, Keyring.generate(), "run2"), Producer()
-    with pytest.raises(CryptoError) as err:
-        stranger.fetch(key, produce)
-    assert isinstance(err.value, DubbingError)
-    assert produce.paths == [] and _files(tmp_path / "run2" / "plain") == []
+    stranger, produce = Keyring.generate(), Producer()
+    cache = _cache(tmp_path, stranger, "run2")
+    with caplog.at_level("WARNING"):
+        result = cache.fetch(key, produce)
+    assert len(produce.paths) == 1 and cache.stats == {"hits": 0, "misses": 1, "repaired": 1}
+    assert "damaged" in caplog.text and key[:12] in caplog.text
+    decrypt_file(cache.path_for(key), tmp_path / "check.wav", stranger)  # now under the ring in use
+    assert (tmp_path / "check.wav").read_bytes() == result.path.read_bytes()
 
 
-def test_a_damaged_entry_raises_and_leaves_no_plaintext(tmp_path: Path, ring: Keyring) -> None:
+def test_a_damaged_entry_is_made_again_not_a_failed_episode(tmp_path: Path, ring: Keyring) -> None:
+    """A bit flipped in an entry (a disk error, a torn copy): the entry is discarded and the line synthesized
+    again, into a sound entry; no plaintext of the damaged one is left."""
     key = _key()
     _cache(tmp_path, ring).fetch(key, Producer())
     entry = _cache(tmp_path, ring).path_for(key)
     blob = bytearray(entry.read_bytes())
     blob[len(blob) // 2] ^= 0x01
     entry.write_bytes(bytes(blob))
-    with pytest.raises(CryptoError):
-        _cache(tmp_path, ring, "run2").fetch(key, Producer())
-    assert _files(tmp_path / "run2" / "plain") == []
+    cache, produce = _cache(tmp_path, ring, "run2"), Producer()
+    result = cache.fetch(key, produce)
+    assert len(produce.paths) == 1 and (cache.misses, cache.repaired) == (1, 1)
+    assert _files(tmp_path / "run2" / "plain") == [result.path]
+    assert sf.info(str(result.path)).frames == int(0.5 * SR)
+    again = _cache(tmp_path, ring, "run3")
+    again.fetch(key, Producer())
+    assert (again.hits, again.repaired) == (1, 0)  # the entry written in its place is sound
+
+
+def test_a_keyring_that_cannot_be_used_still_fails_loudly(tmp_path: Path, ring: Keyring) -> None:
+    """Not every crypto error is one bad entry: an unusable keyring would fail every line, so it is raised."""
+    from dubbing_assets.core.crypto.errors import KeyringError
+
+    key = _key()
+    cache = _cache(tmp_path, ring)
+    cache.fetch(key, Producer())
+
+    class Broken(Keyring):
+        def get(self, key_id):  # type: ignore[override]
+            raise KeyringError("keyring file unreadable")
+
+    broken = Broken.__new__(Broken)
+    broken.__dict__.update(ring.__dict__)
+    with pytest.raises(CryptoError) as err:
+        _cache(tmp_path, broken, "run2").fetch(key, Producer())
+    assert isinstance(err.value, DubbingError) and isinstance(err.value, KeyringError)
+    assert cache.path_for(key).is_file()  # the entry is kept
 
 
 def test_entries_stay_readable_after_the_key_is_rotated(tmp_path: Path, ring: Keyring) -> None:

@@ -140,9 +140,10 @@ def dub_speech(rt: Runtime, translation: Translation, cast: Cast, src: SourceMed
                      default_voice=default)
     resynthesized = sum(1 for f in fits if f.cache_misses)
     rt.log.info(f"{len(fits)} lines: {len(fits) - resynthesized} wholly from the cache, {resynthesized} "
-                f"synthesized ({cache.hits} cache hits, {cache.misses} misses)")
+                f"synthesized ({cache.hits} cache hits, {cache.misses} misses"
+                + (f", {cache.repaired} damaged entries made again" if cache.repaired else "") + ")")
     return Speech(clips=tuple(SpokenClip(fit=f.to_dict(), audio=MediaHandle(f.path, "audio")) for f in fits),
-                  engine=engine.version, cache={"hits": cache.hits, "misses": cache.misses},
+                  engine=engine.version, cache=cache.stats,
                   cloning=_cloning_lines(engine, translation, voices, default) if hasattr(engine, "outcome")
                   else None)
 

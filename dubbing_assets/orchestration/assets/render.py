@@ -87,6 +87,7 @@ def dub_speech(context: dg.AssetExecutionContext, dubbing: DubbingResource, tran
     context.add_output_metadata({
         "lines": len(fits), "lines_from_cache": len(fits) - synthesized, "lines_synthesized": synthesized,
         "cache_hits": result.cache["hits"], "cache_misses": result.cache["misses"],
+        "cache_repaired": result.cache.get("repaired", 0),
         "overflows": sum(1 for f in fits if f["overflow_s"] > 0), "engine": result.engine,
         "fit": dg.MetadataValue.md(md_table(rows, list(rows[0])) if rows else "")}
         | ({"cloning": dg.MetadataValue.json(result.cloning)} if result.cloning else {}))
