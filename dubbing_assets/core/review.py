@@ -1,9 +1,10 @@
 """Human review: editable translations and per-series glossaries.
 
 After each translation the pipeline writes ``review/<episode>/translation.json``
-(the lines and a hash of them). A person edits the `text` of any line; the
-sensor notices that the hash no longer matches and re-runs the episode from
-`translation`, which takes the edited lines. Because the file records the
+(the lines, each with the engine's own `machine_text`, and a hash of them). A
+person edits the `text` of any line; the sensor notices that the hash no
+longer matches and re-runs the episode from `translation`, which takes the
+edited lines, and every later run keeps them. Because the file records the
 hash of what the pipeline itself wrote, the pipeline's own rewrite is never
 mistaken for an edit (no re-run loop).
 """
@@ -42,33 +43,71 @@ def is_user_edit(path: Path) -> bool:
 
 
 def apply_review(review_dir: Path, key: str, translation: Translation) -> int:
-    """Apply a person's edits (if any) to `translation` in place; rewrite the review file; return edits."""
+    """Apply a person's edits to `translation` in place; rewrite the review file; return how many lines changed.
+
+    Every line of the file carries `machine_text`, the engine's own reading; a line whose `text` differs from
+    it is a person's edit, and it is applied again on every later run (a re-dub after a new voice, a backfill)
+    until the person sets `text` back. Before `machine_text` an edit lasted one run: the rewrite made the
+    edited text look like the pipeline's own. An edit whose line's source text has changed since (a new
+    transcript) is not applied to the new line; it is kept under `stale_edits`, never dropped.
+    """
     path = review_file(review_dir, key)
-    edits = 0
+    data: dict[str, Any] | None = None
     if path.exists():  # a file a person broke while editing is reported, never overwritten
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except ValueError as exc:
             raise ConfigError(f"{path} is not valid JSON ({exc}); fix it or delete it.") from exc
-    if path.exists() and is_user_edit(path):
-        edited = {int(ln["index"]): str(ln["text"]) for ln in data["lines"]}
-        for line in translation.lines:
-            new = edited.get(line.index)
-            if new is not None and new != line.text:
-                line.text = new
-                edits += 1
-    lines = [_review_line(ln) for ln in translation.lines]
+    wanted = _edits_in(data, path) if data is not None else {}
+    stale = [e for e in (data or {}).get("stale_edits", []) if isinstance(e, dict)]
+    machine: dict[int, str] = {}
+    edits = 0
+    for line in translation.lines:
+        machine[line.index] = line.text
+        edit = wanted.pop(line.index, None)
+        if edit is None:
+            continue
+        if edit.get("source_text") not in (None, line.source_text):
+            stale.append(edit)
+        elif edit["text"] != line.text:
+            line.text = edit["text"]
+            edits += 1
+    stale += [e for e in wanted.values() if e.get("source_text") is not None]  # lines the episode lost
+    lines = [_review_line(ln, machine[ln.index]) for ln in translation.lines]
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(path, {"episode": key, "target_language": translation.target_language,
                              "help": "Edit `text` of any line (or copy in one of its `alternatives`) and save; the "
-                                     "episode re-runs from translation and only edited lines are synthesized again.",
-                             "lines": lines, "generated_hash": lines_hash(lines)}, mode=0o600)
+                                     "episode re-runs from translation and only edited lines are synthesized again. "
+                                     "A line whose `text` differs from `machine_text` keeps your text on every "
+                                     "later run; set it back to `machine_text` to take the engine's again.",
+                             "lines": lines, "generated_hash": lines_hash(lines),
+                             **({"stale_edits": _unique(stale)} if stale else {})}, mode=0o600)
     return edits
 
 
-def _review_line(line: Any) -> dict[str, Any]:
+def _edits_in(data: dict[str, Any], path: Path) -> dict[int, dict[str, Any]]:
+    """index -> {"text", "source_text"} of the lines a person changed (source_text None: not recorded)."""
+    lines = [ln for ln in data.get("lines", []) if isinstance(ln, dict) and "index" in ln and "text" in ln]
+    if any("machine_text" in ln for ln in lines):
+        return {int(ln["index"]): {"index": int(ln["index"]), "text": str(ln["text"]),
+                                   "source_text": ln.get("source_text")}
+                for ln in lines if "machine_text" in ln and str(ln["text"]) != str(ln["machine_text"])}
+    if not is_user_edit(path):  # a file from before machine_text: any text differing from the new run's
+        return {}
+    return {int(ln["index"]): {"index": int(ln["index"]), "text": str(ln["text"]), "source_text": None}
+            for ln in lines}
+
+
+def _unique(edits: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    seen: dict[str, dict[str, Any]] = {}
+    for e in edits:
+        seen.setdefault(json.dumps(e, sort_keys=True, ensure_ascii=False), e)
+    return list(seen.values())
+
+
+def _review_line(line: Any, machine_text: str) -> dict[str, Any]:
     out = {"index": line.index, "start": line.start, "end": line.end, "speaker": line.speaker,
-           "source_text": line.source_text, "text": line.text}
+           "source_text": line.source_text, "text": line.text, "machine_text": machine_text}
     if line.alternatives:  # what else the engine offered, with each one's predicted length against the slot
         out["slot_s"] = line.slot_s
         out["chosen_by"] = line.chosen_by

@@ -89,7 +89,7 @@ def test_first_write_creates_a_private_file_that_is_not_an_edit(tmp_path: Path) 
     assert data["generated_hash"] == lines_hash(data["lines"])
     assert [ln["text"] for ln in data["lines"]] == ["line 0", "line 1", "line 2"]
     assert data["lines"][1] == {"index": 1, "start": 1.0, "end": 1.8, "speaker": "s1", "source_text": "原文 1",
-                                "text": "line 1"}  # no alternatives offered: no alternative fields
+                                "text": "line 1", "machine_text": "line 1"}  # no alternatives: no alternative fields
     assert [ln.text for ln in translation.lines] == ["line 0", "line 1", "line 2"]  # untouched
     assert os.listdir(path.parent) == ["translation.json"]  # atomic: no temporary left behind
 
@@ -163,6 +163,43 @@ def test_edited_lines_are_applied_and_counted(tmp_path: Path) -> None:
     assert [ln["text"] for ln in json.loads(path.read_text(encoding="utf-8"))["lines"]] == [
         "Hello there.", "line 1", "Goodbye, ケンジ."]
     assert stat.S_IMODE(path.stat().st_mode) == 0o600  # a person's editor may have widened it
+
+
+def test_an_edit_outlives_later_runs_until_it_is_taken_back(tmp_path: Path) -> None:
+    """A re-dub after the edit's own re-run (a new voice, a backfill) must not bring the machine's text back:
+    before machine_text, the rewrite made the edited text look like the pipeline's own and the next run lost
+    it. Setting the text back to machine_text takes the engine's reading again."""
+    apply_review(tmp_path, KEY, _translation())
+    path = review_file(tmp_path, KEY)
+    _edit(path, {1: {"text": "Kenji, wait!"}})
+    first = _translation()
+    assert apply_review(tmp_path, KEY, first) == 1 and first.lines[1].text == "Kenji, wait!"
+    for _ in range(2):  # later runs: the engine says the same, or now something else
+        later = _translation("line 0", "line 1 (new reading)", "line 2")
+        assert apply_review(tmp_path, KEY, later) == 1
+        assert [ln.text for ln in later.lines] == ["line 0", "Kenji, wait!", "line 2"]
+        assert not is_user_edit(path)  # the pipeline's rewrite is no new edit: no re-run loop
+    data = json.loads(path.read_text(encoding="utf-8"))
+    assert data["lines"][1]["machine_text"] == "line 1 (new reading)"
+    _edit(path, {1: {"text": "line 1 (new reading)"}})  # taken back
+    assert is_user_edit(path)
+    back = _translation("line 0", "line 1 (new reading)", "line 2")
+    assert apply_review(tmp_path, KEY, back) == 0 and back.lines[1].text == "line 1 (new reading)"
+    again = _translation("line 0", "line 1 (new reading)", "line 2")
+    assert apply_review(tmp_path, KEY, again) == 0
+
+
+def test_an_edit_of_a_line_whose_source_changed_is_kept_aside_not_applied(tmp_path: Path) -> None:
+    apply_review(tmp_path, KEY, _translation())
+    path = review_file(tmp_path, KEY)
+    _edit(path, {2: {"text": "edited two"}})
+    retranscribed = _translation()
+    retranscribed.lines[2].source_text = "別の原文"
+    assert apply_review(tmp_path, KEY, retranscribed) == 0 and retranscribed.lines[2].text == "line 2"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    assert data["stale_edits"] == [{"index": 2, "text": "edited two", "source_text": "原文 2"}]
+    apply_review(tmp_path, KEY, _translation())  # still kept, once
+    assert json.loads(path.read_text(encoding="utf-8"))["stale_edits"] == data["stale_edits"]
 
 
 def test_an_edit_may_empty_a_line_or_pick_an_alternative(tmp_path: Path) -> None:

@@ -153,6 +153,8 @@ def test_storage_is_encrypted_and_neutral(dubbed) -> None:
 
 
 def test_editing_one_line_resynthesizes_only_that_line(dubbed) -> None:
+    """One line edited in the review file: the re-run synthesizes that line only, and a later re-dub (the
+    edit long applied) still speaks the person's text, all from the cache."""
     from dubbing_assets.core.review import review_file
 
     settings = dubbed["settings"]
@@ -167,6 +169,11 @@ def test_editing_one_line_resynthesizes_only_that_line(dubbed) -> None:
     assert tr["review_edits"] == 1
     speech = materialization_metadata(result, "dub_speech")
     assert (speech["lines_from_cache"], speech["lines_synthesized"]) == (3, 1)
+    later = run_stages(dubbed["instance"], dubbed["key"], stages)  # a later re-dub keeps the person's text
+    assert later.success, step_failures(later)
+    assert materialization_metadata(later, "translation")["review_edits"] == 1
+    speech = materialization_metadata(later, "dub_speech")
+    assert (speech["lines_from_cache"], speech["lines_synthesized"]) == (4, 0)
     manifest = json.loads((dubbed["folder"] / "manifest.json").read_text())
     assert manifest["created_at"] == dubbed["manifest"]["created_at"]
     assert manifest["updated_at"] >= dubbed["manifest"]["updated_at"]
