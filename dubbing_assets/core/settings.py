@@ -7,6 +7,7 @@ temporary folders.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -40,7 +41,7 @@ VARIABLES: dict[str, tuple[str, str]] = {
                    "from packages, then downloaded where downloads are allowed."),
     "DUBBING_ASR_MODEL": ("auto", "faster-whisper model name or folder; auto: tiny.en for English, else base."),
     "DUBBING_DEVICE": ("auto", "`auto`, `cpu` or `cuda` for the engines."),
-    "DUBBING_LOUDNESS_LUFS": ("-23", "Integrated loudness target of the mix."),
+    "DUBBING_LOUDNESS_LUFS": ("-23", "Integrated loudness target of the mix, -70 to -1."),
     "DUBBING_QA_OVERFLOW_TOLERANCE_MS": (
         "20", "QA: a line running this many ms or less into the next one is not an overflow."),
     "DUBBING_CONTAINER": ("mkv", "`mkv` or `mp4` for the delivered video."),
@@ -156,18 +157,26 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         return Path(_env(env, name, str(default))).expanduser()
 
     models = env.get("DUBBING_MODELS_DIR", "").strip()
-    def number(name: str, default: str, kind: type[int] | type[float]) -> Any:
+    def number(name: str, default: str, kind: type[int] | type[float],
+               low: float | None = None, high: float | None = None, hint: str = "") -> Any:
+        """The variable as a finite number within [low, high]: float() takes 'nan' and 'inf', and a NaN
+        target loudness or similarity floor would pass every comparison the pipeline makes."""
         value = _env(env, name, default)
         try:
-            return kind(value)
+            number_ = kind(value)
         except ValueError as exc:
             raise ConfigError(f"{name}={value!r} is not a number ({exc}); fix it or unset it.") from exc
+        if not math.isfinite(number_) or (low is not None and number_ < low) or (high is not None and number_ > high):
+            span = (f"a number from {low:g} to {high:g}" if low is not None and high is not None
+                    else f"a number from {low:g} up" if low is not None else "a finite number")
+            raise ConfigError(f"{name}={value!r} is not valid; use {span}{hint}.")
+        return number_
 
-    lufs = number("DUBBING_LOUDNESS_LUFS", "-23", float)
-    cap = number("DUBBING_SENSOR_MAX_REQUESTS", "20", int)
+    lufs = number("DUBBING_LOUDNESS_LUFS", "-23", float, -70, -1, " (EBU R128 is -23)")
+    cap = number("DUBBING_SENSOR_MAX_REQUESTS", "20", int)  # counters and waits are clamped below
     stable_ticks = number("DUBBING_INBOX_STABLE_TICKS", "2", int)
     settle_s = number("DUBBING_INBOX_SETTLE_S", "10", float)
-    clone_min = number("DUBBING_CLONE_MIN_SIMILARITY", "0.70", float)
+    clone_min = number("DUBBING_CLONE_MIN_SIMILARITY", "0.70", float, -1, 1, " (a cosine; -1 takes every clone)")
     tolerance_ms = number("DUBBING_QA_OVERFLOW_TOLERANCE_MS", "20", float)
     candidates = number("DUBBING_TRANSLATION_CANDIDATES", "5", int)
     if not 0 <= tolerance_ms < 10_000:
@@ -176,7 +185,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     if not 1 <= candidates <= 32:
         raise ConfigError(f"DUBBING_TRANSLATION_CANDIDATES={candidates} is not valid; use 1 (the single best "
                           "reading) to 32.")
-    script_source = _env(env, "DUBBING_SCRIPT_SOURCE", "subtitles-first")
+    script_source = _env(env, "DUBBING_SCRIPT_SOURCE", "subtitles-first").lower()
     if script_source not in ("subtitles-first", "asr"):
         raise ConfigError(
             f"DUBBING_SCRIPT_SOURCE={script_source!r} is not valid; use 'subtitles-first' or 'asr'."

@@ -200,6 +200,28 @@ def test_translation_candidates_range(tmp_path: Path, value: str, ok: bool) -> N
             _load(tmp_path, DUBBING_TRANSLATION_CANDIDATES=value)
 
 
+@pytest.mark.parametrize("name", ["DUBBING_LOUDNESS_LUFS", "DUBBING_CLONE_MIN_SIMILARITY", "DUBBING_INBOX_SETTLE_S",
+                                  "DUBBING_QA_OVERFLOW_TOLERANCE_MS"])
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "NaN"])
+def test_a_number_that_is_not_finite_is_a_config_error(tmp_path: Path, name: str, value: str) -> None:
+    """float() takes these, and a NaN loudness target or similarity floor passes every comparison."""
+    with pytest.raises(ConfigError, match=f"{name}='{value}' is not valid"):
+        _load(tmp_path, **{name: value})
+
+
+@pytest.mark.parametrize("name,value,ok", [
+    ("DUBBING_LOUDNESS_LUFS", "-23", True), ("DUBBING_LOUDNESS_LUFS", "-16", True),
+    ("DUBBING_LOUDNESS_LUFS", "23", False), ("DUBBING_LOUDNESS_LUFS", "-80", False),
+    ("DUBBING_CLONE_MIN_SIMILARITY", "0", True), ("DUBBING_CLONE_MIN_SIMILARITY", "1", True),
+    ("DUBBING_CLONE_MIN_SIMILARITY", "1.5", False), ("DUBBING_CLONE_MIN_SIMILARITY", "-1.5", False)])
+def test_loudness_and_similarity_ranges(tmp_path: Path, name: str, value: str, ok: bool) -> None:
+    if ok:
+        _load(tmp_path, **{name: value})
+    else:
+        with pytest.raises(ConfigError, match=f"{name}='{value}' is not valid; use a number from"):
+            _load(tmp_path, **{name: value})
+
+
 def test_counters_and_waits_are_clamped_not_refused(tmp_path: Path) -> None:
     s = _load(tmp_path, DUBBING_SENSOR_MAX_REQUESTS="0", DUBBING_INBOX_STABLE_TICKS="-3", DUBBING_INBOX_SETTLE_S="-9")
     assert (s.sensor_max_requests, s.inbox_stable_ticks, s.inbox_settle_s) == (1, 1, 0.0)
@@ -218,6 +240,7 @@ def test_an_unknown_container_is_a_config_error(tmp_path: Path, value: str) -> N
 
 def test_script_source_is_one_of_two(tmp_path: Path) -> None:
     assert _load(tmp_path, DUBBING_SCRIPT_SOURCE="asr").script_source == "asr"
+    assert _load(tmp_path, DUBBING_SCRIPT_SOURCE="ASR").script_source == "asr"  # as DUBBING_CONTAINER is
     assert _load(tmp_path, DUBBING_SCRIPT_SOURCE=" subtitles-first ").script_source == "subtitles-first"
     with pytest.raises(ConfigError, match="DUBBING_SCRIPT_SOURCE='whisper' is not valid"):
         _load(tmp_path, DUBBING_SCRIPT_SOURCE="whisper")
