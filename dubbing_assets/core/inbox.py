@@ -62,6 +62,7 @@ _EPISODE_PATTERNS = [
     re.compile(r"s(\d{1,3})[ ._-]*e(\d{1,4})", re.I),
     re.compile(r"(?:^|[^a-z0-9])(?:ep?|episode)[ ._-]*(\d{1,4})(?:[^0-9]|$)", re.I),
     re.compile(r"(?:^|[ ._-])-[ ._]*(\d{1,4})(?:[ ._\[(-]|$)"),
+    re.compile(r"第\s*(\d{1,4})\s*[話回集]"),  # Japanese/Chinese episode numbering: 第1話, 第１２回, 第3集
 ]
 
 # Magic numbers of containers we accept; anything else is quarantined early.
@@ -69,8 +70,10 @@ _MAGICS = (b"\x1a\x45\xdf\xa3", b"RIFF", b"fLaC", b"\x47", b"OggS")
 
 
 def episode_slug(filename: str) -> str:
-    """`S01E02` -> `s01e02`, `Show - 03 [x].mkv` -> `e03`, else the slugged stem."""
-    stem = Path(filename).stem
+    """`S01E02` -> `s01e02`, `Show - 03 [x].mkv` and `第３話.mkv` -> `e03`, else the slugged stem."""
+    import unicodedata
+
+    stem = unicodedata.normalize("NFKC", Path(filename).stem)  # full-width digits are digits
     for pattern in _EPISODE_PATTERNS:
         m = pattern.search(stem)
         if m:

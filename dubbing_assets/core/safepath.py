@@ -15,11 +15,30 @@ from dubbing_assets.errors import UnsafeNameError
 _SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,118}[a-z0-9])?$")
 
 
+#: Hex digits of the digest that keeps apart names whose letters have no ASCII form.
+DIGEST_LEN = 8
+
+
 def slugify(text: str, *, max_len: int = 60) -> str:
-    """Lowercase `[a-z0-9-]` slug; accents folded, everything else becomes '-'."""
-    folded = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii").lower()
+    """Lowercase `[a-z0-9-]` slug; accents folded, everything else becomes '-'.
+
+    Letters or digits with no ASCII form (Japanese, Chinese, Cyrillic...) would vanish, and two series
+    named only in them would share one slug, one library folder and one character store ("進撃の巨人" and
+    "鬼滅の刃" were both "" and so both "series"). Such a name keeps a short digest of itself (of its NFC
+    form, so a name from a Mac share's NFD file system gets the same one): "第1話" is "1-" + 8 hex digits.
+    """
+    decomposed = unicodedata.normalize("NFKD", text)
+    folded = decomposed.encode("ascii", "ignore").decode("ascii").lower()
     slug = re.sub(r"[^a-z0-9]+", "-", folded).strip("-")
-    return slug[:max_len].strip("-")
+    lost = any(ord(c) > 127 and unicodedata.category(c)[0] in "LN" for c in decomposed)
+    if not lost:
+        return slug[:max_len].strip("-")
+    import hashlib
+
+    digest = hashlib.sha256(unicodedata.normalize("NFC", text).strip().encode()).hexdigest()[:DIGEST_LEN]
+    room = max_len - DIGEST_LEN - 1
+    head = slug[:room].strip("-") if room > 0 else ""
+    return f"{head}-{digest}" if head else digest[:max_len]
 
 
 def is_slug(name: str) -> bool:

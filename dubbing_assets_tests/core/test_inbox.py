@@ -133,6 +133,19 @@ def test_episode_slug_patterns() -> None:
     assert episode_slug("Show - 12 [abc].mkv") == "e12"
     assert episode_slug("Episode 3.mp4") == "e03"
     assert episode_slug("pilot.mkv") == "pilot"
+    assert episode_slug("第1話.mkv") == "e01" and episode_slug("進撃の巨人 第１２話.mkv") == "e12"
+
+
+def test_series_named_in_japanese_are_two_series(tmp_path: Path) -> None:
+    """Both folders' names slugged to "" and so to "series": one library folder and one character store for
+    two shows, and the second show's first episode taken as a collision with the first's."""
+    _drop(tmp_path, "進撃の巨人", "第1話.mp4")
+    _drop(tmp_path, "鬼滅の刃", "第1話.mp4", MEDIA / "ja_two_speakers.mkv")
+    s = _scanner(tmp_path)
+    s.scan()
+    result = s.scan()
+    assert len({e.series for e in result.ready}) == 2 and not result.collisions
+    assert all(e.key.endswith("-e01") for e in result.ready)
 
 
 def test_symlinked_sidecars_are_never_followed(tmp_path: Path) -> None:

@@ -41,13 +41,26 @@ def test_slugify_truncates_to_max_len_without_a_trailing_dash() -> None:
     assert len(long) <= 119 and is_slug(long)
 
 
-def test_slugify_of_nothing_ascii_is_empty_and_empty_is_not_a_slug() -> None:
-    """Callers must handle "" (a name of only non-Latin script has no ASCII left); check_slug refuses it."""
-    assert slugify("ショー") == ""
-    assert slugify("!!!") == ""
-    assert slugify("第1話") == "1"  # only the ASCII digit survives
+def test_slugify_of_nothing_left_is_empty_and_empty_is_not_a_slug() -> None:
+    """Callers must handle "" (a name of only punctuation); check_slug refuses it."""
+    assert slugify("!!!") == "" and slugify("") == ""
     with pytest.raises(UnsafeNameError):
-        check_slug(slugify("ショー"))
+        check_slug(slugify("!!!"))
+
+
+def test_names_in_scripts_without_ascii_keep_apart() -> None:
+    """Two series named only in Japanese were one slug ("", so "series" for the inbox): one library folder,
+    one character store. Letters that do not fold to ASCII leave a digest of the name in the slug."""
+    import unicodedata
+
+    names = ["進撃の巨人", "鬼滅の刃", "ショー", "Шоу", "第1話", "第2話", "第一話"]
+    slugs = [slugify(n) for n in names]
+    assert all(is_slug(s) for s in slugs) and len(set(slugs)) == len(names), slugs
+    assert slugify("第1話").startswith("1-") and len(slugify("ショー")) == 8
+    assert slugify(unicodedata.normalize("NFD", "ショー")) == slugify("ショー")  # a Mac share's file names
+    assert slugify("ショー") == slugify("ショー")  # stable: the same name, the same key on every tick
+    assert slugify("Café Noir") == "cafe-noir"  # accents fold: no digest
+    assert len(slugify("進撃の巨人 " * 30, max_len=20)) <= 20 and is_slug(slugify("進撃 " * 30, max_len=5))
 
 
 # --- is_slug / check_slug ------------------------------------------------------------------------------
