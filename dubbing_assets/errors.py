@@ -16,6 +16,12 @@ class ConfigError(DubbingError):
     """A setting is missing or invalid."""
 
 
+class RequestError(DubbingError, ValueError):
+    """A submit or re-run request (from the CLI, a request file or the UI) asks for something invalid.
+
+    Also a ValueError, which request handling raised before it had a type of its own."""
+
+
 class UnsafeNameError(DubbingError):
     """A key or file name would escape its root folder or is not allowed."""
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from dubbing_assets.core.fsutil import atomic_write_json
 from dubbing_assets.core.safepath import check_slug, safe_join
+from dubbing_assets.errors import RequestError
 
 #: Pipeline stages in order (asset names). Re-running from one re-runs those after it.
 STAGES = ("source_media", "audio_stems", "script", "speakers", "translation", "cast",
@@ -49,20 +50,20 @@ class SubmitOptions:
     def validate(self) -> SubmitOptions:
         whole = isinstance(self.priority, int) and not isinstance(self.priority, bool)
         if not whole or not PRIORITY_LIMITS[0] <= self.priority <= PRIORITY_LIMITS[1]:
-            raise ValueError(f"priority {self.priority!r} is not valid; use a whole number from "
+            raise RequestError(f"priority {self.priority!r} is not valid; use a whole number from "
                              f"{PRIORITY_LIMITS[0]} to {PRIORITY_LIMITS[1]}.")
         if self.mode not in ("low", "high"):
-            raise ValueError(f"mode {self.mode!r} is not valid; use 'low' or 'high'.")
+            raise RequestError(f"mode {self.mode!r} is not valid; use 'low' or 'high'.")
         if self.visibility not in ("private", "public"):
-            raise ValueError(f"visibility {self.visibility!r} is not valid; use 'private' or 'public'.")
+            raise RequestError(f"visibility {self.visibility!r} is not valid; use 'private' or 'public'.")
         if not (len(self.target_lang) in (2, 3) and self.target_lang.isascii() and self.target_lang.isalpha()):
-            raise ValueError(f"target language {self.target_lang!r} is not an ISO 639 code such as 'en'.")
+            raise RequestError(f"target language {self.target_lang!r} is not an ISO 639 code such as 'en'.")
         return self
 
 
 def stages_from(stage: str) -> list[str]:
     if stage not in STAGES:
-        raise ValueError(f"unknown stage {stage!r}; choose one of: {', '.join(STAGES)}")
+        raise RequestError(f"unknown stage {stage!r}; choose one of: {', '.join(STAGES)}")
     return list(STAGES[STAGES.index(stage):])
 
 
@@ -77,7 +78,7 @@ def write_submit_request(requests_dir: Path, key: str, options: SubmitOptions) -
 
 
 def read_submit_request(requests_dir: Path, key: str) -> SubmitOptions | None:
-    """The options for `key`, or None; ValueError naming the file when it is malformed."""
+    """The options for `key`, or None; RequestError naming the file when it is malformed."""
     path = submit_request_path(requests_dir, key)
     if not path.exists():
         return None
@@ -87,10 +88,11 @@ def read_submit_request(requests_dir: Path, key: str) -> SubmitOptions | None:
         options = SubmitOptions(**known)
         if isinstance(options.priority, str):  # "7" from a hand-written file; 7.5 stays and is refused
             options.priority = int(options.priority)
-        options.owner = str(options.owner)
+        options.owner = str(options.owner).strip() if options.owner is not None else ""
+        options.owner = options.owner or SubmitOptions.owner  # null or blank: nobody named, not "None"
         return options.validate()
     except (ValueError, TypeError, AttributeError) as exc:
-        raise ValueError(f"{path.name} is not a valid submit request ({exc}); "
+        raise RequestError(f"{path.name} is not a valid submit request ({exc}); "
                          "submit the file again with valid options.") from exc
 
 

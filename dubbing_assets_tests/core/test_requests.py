@@ -30,7 +30,7 @@ from dubbing_assets.core.requests import (
     write_rerun_request,
     write_submit_request,
 )
-from dubbing_assets.errors import UnsafeNameError
+from dubbing_assets.errors import DubbingError, RequestError, UnsafeNameError
 
 BAD_KEYS = ["../escape", "Show-E01", "a/b", "", "-e01", "e01-", "e 01", ".", "..", "a\x00b"]
 
@@ -195,6 +195,13 @@ def test_read_coerces_hand_written_numbers_and_names(tmp_path: Path) -> None:
     assert options is not None and options.owner == "42" and options.priority == 7
 
 
+@pytest.mark.parametrize("owner", [None, "", "   "])
+def test_a_null_or_blank_owner_is_nobody_named_not_the_word_none(tmp_path: Path, owner: object) -> None:
+    (tmp_path / "submit-show-e01.json").write_text(json.dumps({"owner": owner}))
+    options = read_submit_request(tmp_path, "show-e01")
+    assert options is not None and options.owner == "unknown"
+
+
 @pytest.mark.parametrize("content", [
     "{not json",
     "",
@@ -213,6 +220,7 @@ def test_a_malformed_request_is_one_value_error_naming_the_file(tmp_path: Path, 
     with pytest.raises(ValueError, match=r"submit-show-e01\.json is not a valid submit request") as info:
         read_submit_request(tmp_path, "show-e01")
     assert "submit the file again" in str(info.value)
+    assert isinstance(info.value, RequestError) and isinstance(info.value, DubbingError)  # shown as the user's
 
 
 def test_a_request_that_is_not_utf8_is_a_value_error_too(tmp_path: Path) -> None:
