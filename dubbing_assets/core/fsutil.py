@@ -103,8 +103,10 @@ def atomic_write_json(path: Path, data: Any, *, mode: int = 0o644) -> None:
 def cached_json(paths: Sequence[Path], build: Callable[[], dict[str, Any]],
                 valid: Callable[[dict[str, Any]], bool] = lambda _: True) -> tuple[dict[str, Any], bool]:
     """(entry, whether it was built): the first readable, `valid` copy among `paths`, copied into those
-    that lack it; else `build()`, written to all. A read-only or full cache only costs a rebuild later."""
+    that lack it or hold a damaged or stale one; else `build()`, written to all. A read-only or full cache
+    only costs a rebuild later."""
     found: dict[str, Any] | None = None
+    bad: list[Path] = []  # read before `found`: absent, damaged or not valid, so written again
     for path in paths:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
@@ -112,11 +114,12 @@ def cached_json(paths: Sequence[Path], build: Callable[[], dict[str, Any]],
                 found = data
                 break
         except (OSError, ValueError):
-            continue  # absent or damaged: the next copy, or a rebuild
+            pass  # absent or damaged: the next copy, or a rebuild
+        bad.append(path)
     built = found is None
     entry = build() if found is None else found
     for path in paths:
-        if built or not path.is_file():
+        if built or path in bad or not path.is_file():
             with contextlib.suppress(OSError):
                 atomic_write_text(path, json.dumps(entry))
     return entry, built

@@ -197,6 +197,8 @@ def test_cached_json_skips_damaged_non_dict_and_invalid_copies(tmp_path: Path) -
     build = _Builder({"version": 2, "val": "built"})
     entry, built = cached_json([damaged, a_list, stale, good], build, valid=lambda d: d.get("version") == 2)
     assert (entry, built, build.calls) == ({"version": 2, "val": "ok"}, False, 0)
+    # the copies read before the good one are repaired: the next read takes the first, not a fall-through
+    assert [json.loads(p.read_text()) for p in (damaged, a_list, stale)] == [{"version": 2, "val": "ok"}] * 3
 
 
 def test_cached_json_rebuilds_when_no_copy_is_valid_and_overwrites_them(tmp_path: Path) -> None:
