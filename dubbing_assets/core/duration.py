@@ -91,7 +91,9 @@ def _fit(rows: np.ndarray, seconds: np.ndarray) -> tuple[np.ndarray, float, floa
 
 def voice_key(engine: Any, voice: Voice) -> str:
     """The cache key of a voice's fit: everything that changes its timing (not its pitch)."""
-    raw = json.dumps([DURATION_VERSION, CALIBRATION, engine.name, engine.version, voice.engine, voice.voice,
+    from dubbing_assets.core.tts import identity_of
+
+    raw = json.dumps([DURATION_VERSION, CALIBRATION, *identity_of(engine, voice), voice.engine, voice.voice,
                       voice.speaker_id, round(float(voice.length_scale), 4),
                       {k: v for k, v in sorted((voice.settings or {}).items()) if k != "reference"}], default=str)
     return hashlib.sha256(raw.encode()).hexdigest()[:24]

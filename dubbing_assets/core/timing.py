@@ -40,7 +40,7 @@ import numpy as np
 from dubbing_assets.core.audio_io import read_mono, write_wav_atomic
 from dubbing_assets.core.contracts import TranslatedLine, Voice
 from dubbing_assets.core.fsutil import atomic_path
-from dubbing_assets.core.tts import SynthResult, TTSEngine
+from dubbing_assets.core.tts import SynthResult, TTSEngine, identity_of
 
 #: A synthesizer callback: (rate, out_wav) -> SynthResult.
 Synthesizer = Callable[[float, Path], SynthResult]
@@ -381,7 +381,7 @@ def cached_synthesizer(engine: TTSEngine, text: str, voice: Voice, cache: LineCa
     def synthesize(rate: float, out_wav: Path) -> SynthResult:
         if cache is None:
             return engine.synthesize(text, voice, out_wav, rate=rate)
-        key = line_key(text, voice, engine.name, engine.version, rate)
+        key = line_key(text, voice, *identity_of(engine, voice), rate)
         return cache.fetch(key, lambda p: engine.synthesize(text, voice, p, rate=rate))
 
     return synthesize

@@ -63,7 +63,8 @@ class TTSEngine(Protocol):
 
     @property
     def version(self) -> str:
-        """Changes whenever the same text and voice would sound different (cache key)."""
+        """Changes whenever the same text and voice would sound different (cache key). An engine may also
+        offer ``version_for(voice)``, the version of that one voice, which `identity_of` prefers."""
         ...
 
     def synthesize(self, text: str, voice: Voice, out_wav: Path, *, rate: float = 1.0) -> SynthResult:
@@ -73,6 +74,20 @@ class TTSEngine(Protocol):
     def voices(self) -> list[str]:
         """Names of the voices this engine can use here (for `assign_voice`)."""
         ...
+
+
+def identity_of(engine: Any, voice: Voice) -> tuple[str, str]:
+    """(engine name, version) that a line spoken with `voice` depends on: what cache keys (lines, duration
+    models, voice-bank entries) are made of.
+
+    A router answers for the engine that speaks the voice, and an engine with `version_for` for that one
+    voice, so adding a voice or mixing engines in a cast leaves every other voice's cached work valid.
+    """
+    identity = getattr(engine, "identity_for", None)
+    if callable(identity):
+        return identity(voice)
+    per_voice = getattr(engine, "version_for", None)
+    return engine.name, (per_voice(voice) if callable(per_voice) else engine.version)
 
 
 # --------------------------------------------------------------------------------------------
@@ -220,22 +235,29 @@ class PiperEngine:
     @property
     def version(self) -> str:
         if self._version is None:
-            try:
-                from importlib.metadata import version as pkg_version
-
-                piper_version = pkg_version("piper-tts")
-            except Exception:  # noqa: BLE001 - metadata missing: still a usable key
-                piper_version = "unknown"
-            digest = hashlib.sha256()
-            for name in sorted(self._paths):
-                path = self._paths[name]
-                digest.update(name.encode())
-                digest.update(str(path.stat().st_size).encode())
-                digest.update(Path(f"{path}.json").read_bytes())
-            self._version = (
-                f"piper-tts {piper_version}; voices {digest.hexdigest()[:16]}; post {POSTPROCESS_VERSION}"
-            )
+            self._version = self._version_over(sorted(self._paths))
         return self._version
+
+    def version_for(self, voice: Voice) -> str:
+        """The version of the one voice `voice` is spoken with: adding a voice to the bank changes no
+        other voice's lines, duration model or bank entry (the engine-wide `version` digests them all)."""
+        name = self._voice_name(voice)
+        return self._version_over([name]) if name in self._paths else self.version
+
+    def _version_over(self, names: Sequence[str]) -> str:
+        try:
+            from importlib.metadata import version as pkg_version
+
+            piper_version = pkg_version("piper-tts")
+        except Exception:  # noqa: BLE001 - metadata missing: still a usable key
+            piper_version = "unknown"
+        digest = hashlib.sha256()
+        for name in names:
+            path = self._paths[name]
+            digest.update(name.encode())
+            digest.update(str(path.stat().st_size).encode())
+            digest.update(Path(f"{path}.json").read_bytes())
+        return f"piper-tts {piper_version}; voices {digest.hexdigest()[:16]}; post {POSTPROCESS_VERSION}"
 
     def voices(self) -> list[str]:
         return list(self._paths)

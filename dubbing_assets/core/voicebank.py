@@ -27,6 +27,7 @@ from typing import Any
 
 from dubbing_assets.core.contracts import Voice
 from dubbing_assets.core.fsutil import cached_json
+from dubbing_assets.core.tts import identity_of
 
 SAMPLE_TEXT = ("The morning train was late again, so I walked to the office. "
                "On the way, I found a small bookshop and bought an old map of the city.")
@@ -110,7 +111,9 @@ def build_bank(engines: Sequence[Any], cache_dir: Path | Sequence[Path] | None, 
     folders = [Path(d) / "voicebank" for d in dirs]
     for engine in engines:
         for name, speaker_id in _entries(engine):
-            digest = hashlib.sha256(json.dumps([BANK_VERSION, engine.name, engine.version, name, speaker_id,
+            plain = Voice(engine=engine.name, voice=name, speaker_id=speaker_id, length_scale=1.0,
+                          pitch_semitones=0.0, settings={})
+            digest = hashlib.sha256(json.dumps([BANK_VERSION, *identity_of(engine, plain), name, speaker_id,
                                                 SAMPLE_TEXT, diarize.ENCODER]).encode()).hexdigest()[:24]
             def build(engine: Any = engine, name: str = name, speaker_id: int | None = speaker_id) -> dict[str, Any]:
                 voice = Voice(engine=engine.name, voice=name, speaker_id=speaker_id, length_scale=1.0,

@@ -90,3 +90,29 @@ def test_a_characters_short_lines_keep_its_long_line_voice(kokoro: KokoroEngine,
     assert steady > own_row + 0.05
     with pytest.raises(ConfigError, match="style_min_tokens"):
         kokoro.synthesize("Hello.", _voice("jf_alpha", settings={"style_min_tokens": 0}), tmp_path / "x.wav")
+
+
+def test_installing_a_kokoro_voice_keeps_every_other_voices_cached_work(kokoro: KokoroEngine,
+                                                                        tmp_path: Path) -> None:
+    """A Kokoro folder given two voices, then a third: the engine's version changes, each voice's does not
+    (its lines, duration model and bank entry stay cached); a voice's own table changing does change it."""
+    from dubbing_assets.core.tts import identity_of
+
+    folder = tmp_path / "kokoro"
+    (folder / "voices").mkdir(parents=True)
+    (folder / "kokoro.onnx").symlink_to(kokoro.model_file)
+
+    def install(name: str, table: np.ndarray | None = None) -> None:
+        values = table if table is not None else kokoro._style(name)
+        values.astype(np.float32).tofile(folder / "voices" / f"{name}.bin")
+
+    install("jf_alpha")
+    install("jm_kumo")
+    two = KokoroEngine(folder)
+    install("jf_nezumi")
+    three = KokoroEngine(folder)
+    alpha = _voice("jf_alpha")
+    assert two.version != three.version
+    assert identity_of(two, alpha) == identity_of(three, alpha) != identity_of(three, _voice("jm_kumo"))
+    install("jf_alpha", kokoro._style("jf_alpha") * 1.01)  # a new release of the same voice
+    assert identity_of(KokoroEngine(folder), alpha) != identity_of(three, alpha)

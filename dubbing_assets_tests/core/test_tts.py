@@ -179,6 +179,30 @@ def test_the_piper_catalogue_by_name_from_local_voice_folders(tmp_path: Path) ->
         engine.synthesize("Hello.", Voice("piper", "de_DE-thorsten-medium"), tmp_path / "no.wav")
 
 
+def test_adding_a_piper_voice_keeps_every_other_voices_cached_work(tmp_path: Path) -> None:
+    """The engine's version digests all its voices, and it keyed every cached line, duration model and bank
+    entry: one voice added to the bank re-synthesized every Piper line once. Each line now keys on its own
+    voice's version (`identity_of`), also through a router that mixes engines."""
+    from dubbing_assets.core.engines import VoiceRouter
+    from dubbing_assets.core.models import ModelRegistry
+    from dubbing_assets.core.timing import line_key
+
+    joe = tts.resolve_piper_model()
+    models = tmp_path / "models"
+    _local_voice(models, "en_GB-alba-medium", joe)
+    before = PiperEngine(registry=ModelRegistry(cache_dir=tmp_path / "cache", models_dir=models))
+    _local_voice(models, "en_US-libritts_r-medium", joe, speakers=4)
+    after = PiperEngine(registry=ModelRegistry(cache_dir=tmp_path / "cache", models_dir=models))
+    alba = Voice("piper", "en_GB-alba-medium")
+    assert before.version != after.version  # the engine as a whole did change
+    assert tts.identity_of(before, alba) == tts.identity_of(after, alba)
+    assert tts.identity_of(after, alba) != tts.identity_of(after, Voice("piper", "en_US-libritts_r-medium"))
+    mixed = VoiceRouter({"piper": after, "espeak": object()})
+    assert tts.identity_of(mixed, alba) == tts.identity_of(before, alba)  # as Piper alone keys it
+    assert line_key("Hi.", alba, *tts.identity_of(mixed, alba), 1.0) == line_key(
+        "Hi.", alba, *tts.identity_of(before, alba), 1.0)
+
+
 def test_the_runtime_gives_piper_the_catalogue_of_the_settings(dubbing_env: Path, tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     from dubbing_assets.core.runtime import Runtime

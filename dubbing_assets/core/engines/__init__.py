@@ -33,6 +33,13 @@ class VoiceRouter:
     def voices(self) -> list[str]:
         return [v for e in self.engines.values() for v in e.voices()]
 
+    def identity_for(self, voice) -> tuple[str, str]:
+        """The identity of the engine that speaks `voice` (not the router's): a Kokoro line keys the same
+        whether the cast also has Piper voices or not."""
+        from dubbing_assets.core.tts import identity_of
+
+        return identity_of(self.engine_for(voice), voice)
+
     def engine_for(self, voice):
         """The engine that speaks `voice` (duration models ask it for its phonemes)."""
         from dubbing_assets.errors import ConfigError

@@ -110,6 +110,7 @@ class KokoroEngine:
         self._styles: dict[str, np.ndarray] = {}
         self._lock = threading.Lock()
         self._version: str | None = None
+        self._voice_versions: dict[str, str] = {}
 
     @staticmethod
     def _resolve(model: str | Path | None, registry: Any | None) -> Path:
@@ -136,19 +137,35 @@ class KokoroEngine:
     @property
     def version(self) -> str:
         if self._version is None:
-            digest = hashlib.sha256()
-            digest.update(str(self.model_file.stat().st_size).encode())
-            for name in self._voice_names:
-                digest.update(name.encode())
-            try:
-                from importlib.metadata import version as pkg_version
-
-                ort_version = pkg_version("onnxruntime")
-            except Exception:  # noqa: BLE001 - metadata missing: still a usable key
-                ort_version = "unknown"
-            self._version = (f"kokoro-82m onnxruntime {ort_version}; model {digest.hexdigest()[:16]}; "
-                             f"lang {self.language}; style>={STYLE_MIN_TOKENS}; post {POSTPROCESS_VERSION}")
+            self._version = self._version_over(self._voice_names)
         return self._version
+
+    def version_for(self, voice: Voice) -> str:
+        """The version of the one voice `voice` is spoken with (its style table's digest): installing another
+        voice changes no other voice's cached lines, duration model or bank entry."""
+        name = voice.voice if voice.voice in self._voice_names else (
+            self.default_voice if voice.voice in (None, "", "default") else None)
+        if name is None:
+            return self.version
+        if name not in self._voice_versions:  # asked once per line: the table's digest is kept
+            table = self._style(name)
+            self._voice_versions[name] = self._version_over([name], hashlib.sha256(table.tobytes()).hexdigest()[:16])
+        return self._voice_versions[name]
+
+    def _version_over(self, names: list[str], tables: str = "") -> str:
+        digest = hashlib.sha256()
+        digest.update(str(self.model_file.stat().st_size).encode())
+        for name in names:
+            digest.update(name.encode())
+        digest.update(tables.encode())
+        try:
+            from importlib.metadata import version as pkg_version
+
+            ort_version = pkg_version("onnxruntime")
+        except Exception:  # noqa: BLE001 - metadata missing: still a usable key
+            ort_version = "unknown"
+        return (f"kokoro-82m onnxruntime {ort_version}; model {digest.hexdigest()[:16]}; "
+                f"lang {self.language}; style>={STYLE_MIN_TOKENS}; post {POSTPROCESS_VERSION}")
 
     def voices(self) -> list[str]:
         return list(self._voice_names)
