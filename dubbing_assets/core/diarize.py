@@ -49,8 +49,8 @@ LOW_CONFIDENCE = 0.25
 #: clip a line's cosine to its own speaker's other lines is 0.68-0.89, to another's at most 0.54.
 KNOWN_MIN = 0.6
 KNOWN_MARGIN = 0.15
-#: Lines shorter than this are too short for a reliable embedding: they are
-#: embedded with their neighbourhood padded around them.
+#: Lines shorter than this are too short for a reliable Resemblyzer embedding (`embed_span`): they are
+#: embedded with their neighbourhood padded around them. (The d-vector repeats them instead.)
 MIN_EMBED_S = 1.0
 #: The d-vector of a span shorter than this is taken over the span repeated end to end up to it
 #: ("repeat padding", as speaker-verification recipes pad short utterances), not over its neighbourhood:
