@@ -408,6 +408,16 @@ class VerifiedCloneEngine:
         return (f"{self.primary.version} | verify {self.threshold:.3f} seeds {list(self.seeds)} | "
                 f"fallback {self.fallback.version}")
 
+    def identity_for(self, voice: Voice) -> tuple[str, str]:
+        """As `version`, but with the fallback at the version of this voice's own fallback voice: a low-mode
+        voice added to the bank leaves cloned lines cached (see `tts.identity_of`)."""
+        from dubbing_assets.core.tts import identity_of
+
+        fb = fallback_voice(voice) or (voice if voice.engine != self.primary.name else None)
+        fallback = " ".join(identity_of(self.fallback, fb)) if fb is not None else self.fallback.version
+        return self.name, (f"{self.primary.version} | verify {self.threshold:.3f} seeds {list(self.seeds)} | "
+                           f"fallback {fallback}")
+
     def voices(self) -> list[str]:
         return self.primary.voices()
 

@@ -214,3 +214,25 @@ def test_the_runtime_gives_piper_the_catalogue_of_the_settings(dubbing_env: Path
     _local_voice(models, "en_GB-alba-medium", tts.resolve_piper_model())
     engine = Runtime().tts("piper")
     assert "en_GB-alba-medium" in engine.voices() and set(engine.unavailable) == {"en_US-ryan-high"}
+
+
+def test_cloned_lines_key_on_their_own_fallback_voice(tmp_path: Path) -> None:
+    """High mode's verified clone engine keyed every line on its fallback's engine-wide version, so a Piper
+    voice added to the bank re-synthesized (re-cloned) every cached line too."""
+    from dubbing_assets.core.cloning import VerifiedCloneEngine, clone_voice
+    from dubbing_assets.core.models import ModelRegistry
+
+    class Primary:  # the cloning engine's name and version are all the key reads of it
+        name, version = "xtts", "xtts-test 1"
+
+    joe = tts.resolve_piper_model()
+    models = tmp_path / "models"
+    _local_voice(models, "en_GB-alba-medium", joe)
+    before = VerifiedCloneEngine(Primary(), PiperEngine(registry=ModelRegistry(cache_dir=tmp_path, models_dir=models)))
+    _local_voice(models, "en_US-libritts_r-medium", joe)
+    after = VerifiedCloneEngine(Primary(), PiperEngine(registry=ModelRegistry(cache_dir=tmp_path, models_dir=models)))
+    cloned = clone_voice({"latents": None, "reference_embedding": [0.0] * 256}, Voice("piper", "en_GB-alba-medium"))
+    pinned = Voice("piper", "en_GB-alba-medium")  # a low-mode voice pinned in a high-mode cast
+    assert before.version != after.version
+    assert tts.identity_of(before, cloned) == tts.identity_of(after, cloned)
+    assert tts.identity_of(before, pinned) == tts.identity_of(after, pinned)
