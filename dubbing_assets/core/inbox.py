@@ -128,6 +128,19 @@ class Rejected:
 
 
 @dataclass
+class _Look:
+    """What one tick's walk saw (`InboxScanner._look`), before anything is written."""
+
+    known: dict[str, tuple] = field(default_factory=dict)
+    announced: dict[str, tuple[int, int]] = field(default_factory=dict)
+    present: set[str] = field(default_factory=set)
+    updates: list[tuple[str, int, int]] = field(default_factory=list)
+    observations: list[tuple[str, int]] = field(default_factory=list)
+    stale_announcements: list[str] = field(default_factory=list)
+    ready: list[tuple[str, str, os.stat_result, str | None, str | None]] = field(default_factory=list)
+
+
+@dataclass
 class ScanResult:
     ready: list[ReadyEpisode] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
@@ -269,40 +282,49 @@ class InboxScanner:
         return _key_for(self.db, series, relpath)
 
     def scan(self) -> ScanResult:
+        """One tick: look at every inbox file, record what changed, and take the files that have settled.
+
+        Three steps, each on its own: `_look` (the walk, nothing written), `_record` (the files table in
+        one batch) and `_take` (each settled file: checked, hashed, keyed, and handed to the sensor).
+        """
         result = ScanResult()
-        known = {row[0]: row[1:] for row in self.db.execute(
-            "SELECT relpath, size, mtime_ns, stable, fingerprint, requested FROM files")}
+        look = self._look(result)
+        self._record(look)
+        for row in look.ready:
+            self._take(result, *row)
+        self.db.commit()
+        return result
+
+    def _look(self, result: ScanResult) -> _Look:
+        """Walk the inbox against what the last ticks saw; counts waiting and seen files in `result`."""
+        look = _Look(known={row[0]: row[1:] for row in self.db.execute(
+            "SELECT relpath, size, mtime_ns, stable, fingerprint, requested FROM files")})
         observed = dict(self.db.execute("SELECT relpath, unchanged FROM observed"))
-        announced = {row[0]: (row[1], row[2]) for row in self.db.execute(
+        look.announced = {row[0]: (row[1], row[2]) for row in self.db.execute(
             "SELECT relpath, size, mtime_ns FROM announced")}
-        stale_announcements: list[str] = []
-        observations: list[tuple[str, int]] = []
         now = time.time()
-        present: set[str] = set()
-        updates: list[tuple] = []
-        ready_rows: list[tuple[str, str, os.stat_result, str | None, str | None]] = []
         for series, relpath, st, refusal in self._walk():
             if not _encodable(relpath):
                 # SQLite (and every key) needs text: quarantine now, never store the name.
                 result.rejected.append(self._quarantine(
                     relpath, "the file name is not valid UTF-8; rename it and drop it in again"))
                 continue
-            present.add(relpath)
-            prev = known.get(relpath)
+            look.present.add(relpath)
+            prev = look.known.get(relpath)
             changed = prev is None or prev[0] != st.st_size or prev[1] != st.st_mtime_ns
-            if relpath in announced:
+            if relpath in look.announced:
                 taken = not changed and prev[4] and prev[4] == prev[3] and prev[2]
-                if announced[relpath] == (st.st_size, st.st_mtime_ns) and not taken:
+                if look.announced[relpath] == (st.st_size, st.st_mtime_ns) and not taken:
                     # Written whole by `dubbing submit` (copied beside, then renamed) and not touched since:
                     # nothing is still uploading it, so it is taken on this tick, without settling.
                     if changed:
-                        updates.append((relpath, st.st_size, st.st_mtime_ns))
-                    ready_rows.append((series, relpath, st, prev[4] if prev else None, refusal))
+                        look.updates.append((relpath, st.st_size, st.st_mtime_ns))
+                    look.ready.append((series, relpath, st, prev[4] if prev else None, refusal))
                     continue
-                stale_announcements.append(relpath)  # taken, or changed since the submit: settles like any drop
+                look.stale_announcements.append(relpath)  # taken, or changed since: settles like any drop
             if changed:
                 # New or still changing: remember and wait one tick.
-                updates.append((relpath, st.st_size, st.st_mtime_ns))
+                look.updates.append((relpath, st.st_size, st.st_mtime_ns))
                 result.waiting += 1
                 continue
             size, mtime, stable, fingerprint, requested = prev
@@ -310,77 +332,86 @@ class InboxScanner:
                 result.seen += 1
                 continue
             unchanged = observed.get(relpath, 0) + 1
-            observations.append((relpath, unchanged))
-            age = now - st.st_mtime
-            if unchanged < self.stable_ticks or (self.settle_s and age < self.settle_s) or (
-                    st.st_size == 0 and age < EMPTY_GRACE_S):
+            look.observations.append((relpath, unchanged))
+            if not self._settled(st, unchanged, now):
                 result.waiting += 1  # not settled yet: an upload may still be writing (or about to)
                 continue
-            ready_rows.append((series, relpath, st, requested, refusal))
-        if updates:
+            look.ready.append((series, relpath, st, requested, refusal))
+        return look
+
+    def _settled(self, st: os.stat_result, unchanged_ticks: int, now: float) -> bool:
+        age = now - st.st_mtime
+        return not (unchanged_ticks < self.stable_ticks or (self.settle_s and age < self.settle_s)
+                    or (st.st_size == 0 and age < EMPTY_GRACE_S))
+
+    def _record(self, look: _Look) -> None:
+        """What `_look` saw, into the files, observed and announced tables (committed with the tick)."""
+        if look.updates:
             self.db.executemany(
                 "INSERT INTO files(relpath,size,mtime_ns,stable) VALUES(?,?,?,0) "
                 "ON CONFLICT(relpath) DO UPDATE SET size=excluded.size, mtime_ns=excluded.mtime_ns, stable=0",
-                updates)
-            self.db.executemany("DELETE FROM observed WHERE relpath=?", [(u[0],) for u in updates])
-        if observations:
-            self.db.executemany("INSERT OR REPLACE INTO observed(relpath, unchanged) VALUES(?,?)", observations)
-        stale_announcements += [r for r in announced if r not in present]
-        if stale_announcements:
-            self.db.executemany("DELETE FROM announced WHERE relpath=?", [(r,) for r in stale_announcements])
-        gone = [r for r in known if r not in present]
+                look.updates)
+            self.db.executemany("DELETE FROM observed WHERE relpath=?", [(u[0],) for u in look.updates])
+        if look.observations:
+            self.db.executemany("INSERT OR REPLACE INTO observed(relpath, unchanged) VALUES(?,?)",
+                                look.observations)
+        stale = look.stale_announcements + [r for r in look.announced if r not in look.present]
+        if stale:
+            self.db.executemany("DELETE FROM announced WHERE relpath=?", [(r,) for r in stale])
+        gone = [r for r in look.known if r not in look.present]
         if gone:
             self.db.executemany("DELETE FROM files WHERE relpath=?", [(r,) for r in gone])
             self.db.executemany("DELETE FROM observed WHERE relpath=?", [(r,) for r in gone])
-        for series, relpath, st, requested, refusal in ready_rows:
-            if refusal:
-                result.rejected.append(self._quarantine(relpath, refusal))
-                continue
-            if len(result.ready) >= self.cap:
-                result.deferred += 1
-                continue
-            path = self.inbox / relpath
-            try:
-                if st.st_size == 0:
-                    raise ValueError("the file is empty (0 bytes); upload it again")
-                if not looks_like_media(path):
-                    raise ValueError("the file is not a video or audio container (unknown format)")
-                fingerprint = self.hasher.digest(path, st)
-                if fingerprint is None:
-                    result.hashing += 1
-                    continue
-                key, collided = self._key_for(series, relpath)
-            except (OSError, ValueError) as exc:
-                result.rejected.append(self._quarantine(relpath, str(exc)))
-                continue
-            if requested and fingerprint == requested:
-                # Touched or copied over with the same bytes: already requested, nothing to do.
-                self.db.execute("UPDATE files SET stable=1, fingerprint=? WHERE relpath=?", (fingerprint, relpath))
-                result.seen += 1
-                result.unchanged.append(key)
-                continue
-            row = self.db.execute("SELECT last_fp, revision FROM keys WHERE key=?", (key,)).fetchone()
-            if row is not None and row[0] == fingerprint:
-                # The same content was already requested under this key (e.g. deleted and dropped in again).
-                self.db.execute("UPDATE files SET stable=1, fingerprint=?, key=?, requested=? WHERE relpath=?",
-                                (fingerprint, key, fingerprint, relpath))
-                result.seen += 1
-                result.unchanged.append(key)
-                continue
-            if collided:
-                result.collisions.append(f"{relpath} -> {key} (base key taken by another file)")
-            self.db.execute("UPDATE files SET stable=1, fingerprint=?, key=? WHERE relpath=?",
-                            (fingerprint, key, relpath))
-            self.db.execute("INSERT OR IGNORE INTO keys(key, relpath) VALUES(?,?)", (key, relpath))
-            stem = Path(relpath).stem
-            sidecars = sorted(f"{series}/{p.name}" for p in (self.inbox / series).glob(f"{glob_escape(stem)}.*")
-                              if p.suffix.lower() in SIDECAR_EXTENSIONS and is_plain_file(p))
-            result.ready.append(ReadyEpisode(key=key, series=slugify(series) or "series", relpath=relpath,
-                                             fingerprint=fingerprint, size=st.st_size, sidecars=sidecars,
-                                             changed=bool(requested) or (row is not None and row[0] is not None),
-                                             revision=(row[1] or 0) + 1 if row is not None else 1))
-        self.db.commit()
-        return result
+
+    def _take(self, result: ScanResult, series: str, relpath: str, st: os.stat_result,
+              requested: str | None, refusal: str | None) -> None:
+        """A settled file: quarantined, deferred (over the cap), still hashing, seen before, or ready."""
+        if refusal:
+            result.rejected.append(self._quarantine(relpath, refusal))
+            return
+        if len(result.ready) >= self.cap:
+            result.deferred += 1
+            return
+        path = self.inbox / relpath
+        try:
+            if st.st_size == 0:
+                raise ValueError("the file is empty (0 bytes); upload it again")
+            if not looks_like_media(path):
+                raise ValueError("the file is not a video or audio container (unknown format)")
+            fingerprint = self.hasher.digest(path, st)
+            if fingerprint is None:
+                result.hashing += 1
+                return
+            key, collided = self._key_for(series, relpath)
+        except (OSError, ValueError) as exc:
+            result.rejected.append(self._quarantine(relpath, str(exc)))
+            return
+        if requested and fingerprint == requested:
+            # Touched or copied over with the same bytes: already requested, nothing to do.
+            self.db.execute("UPDATE files SET stable=1, fingerprint=? WHERE relpath=?", (fingerprint, relpath))
+            result.seen += 1
+            result.unchanged.append(key)
+            return
+        row = self.db.execute("SELECT last_fp, revision FROM keys WHERE key=?", (key,)).fetchone()
+        if row is not None and row[0] == fingerprint:
+            # The same content was already requested under this key (e.g. deleted and dropped in again).
+            self.db.execute("UPDATE files SET stable=1, fingerprint=?, key=?, requested=? WHERE relpath=?",
+                            (fingerprint, key, fingerprint, relpath))
+            result.seen += 1
+            result.unchanged.append(key)
+            return
+        if collided:
+            result.collisions.append(f"{relpath} -> {key} (base key taken by another file)")
+        self.db.execute("UPDATE files SET stable=1, fingerprint=?, key=? WHERE relpath=?",
+                        (fingerprint, key, relpath))
+        self.db.execute("INSERT OR IGNORE INTO keys(key, relpath) VALUES(?,?)", (key, relpath))
+        stem = Path(relpath).stem
+        sidecars = sorted(f"{series}/{p.name}" for p in (self.inbox / series).glob(f"{glob_escape(stem)}.*")
+                          if p.suffix.lower() in SIDECAR_EXTENSIONS and is_plain_file(p))
+        result.ready.append(ReadyEpisode(key=key, series=slugify(series) or "series", relpath=relpath,
+                                         fingerprint=fingerprint, size=st.st_size, sidecars=sidecars,
+                                         changed=bool(requested) or (row is not None and row[0] is not None),
+                                         revision=(row[1] or 0) + 1 if row is not None else 1))
 
     def mark_requested(self, episode: ReadyEpisode) -> None:
         """Record that a run was requested for this content (same file again does nothing).
