@@ -206,6 +206,7 @@ class PiperEngine:
         self._loaded: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._version: str | None = None
+        self._voice_versions: dict[str, str] = {}
 
     @staticmethod
     def _expand(path: Path) -> list[Path]:
@@ -242,7 +243,11 @@ class PiperEngine:
         """The version of the one voice `voice` is spoken with: adding a voice to the bank changes no
         other voice's lines, duration model or bank entry (the engine-wide `version` digests them all)."""
         name = self._voice_name(voice)
-        return self._version_over([name]) if name in self._paths else self.version
+        if name not in self._paths:
+            return self.version
+        if name not in self._voice_versions:  # asked once per line: read its config once
+            self._voice_versions[name] = self._version_over([name])
+        return self._voice_versions[name]
 
     def _version_over(self, names: Sequence[str]) -> str:
         try:
