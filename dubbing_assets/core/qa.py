@@ -489,13 +489,15 @@ def character_voices(clips: Sequence[tuple[int, str, Path | str]], *,
     diarization) are listed, so a reviewer checks them first.
     """
     from dubbing_assets.core.audio_io import load_audio_mono16k
-    from dubbing_assets.core.diarize import embed_span
+    from dubbing_assets.core.diarize import embed_span, embed_span_dvector
 
     vecs: dict[int, np.ndarray] = {}
+    dvecs: dict[int, np.ndarray] = {}
     who: dict[int, str] = {}
     for index, speaker, path in clips:
         audio = load_audio_mono16k(path)
         vecs[index] = embed_span(audio, 0.0, len(audio) / 16000)
+        dvecs[index] = embed_span_dvector(audio, 0.0, len(audio) / 16000)
         who[index] = speaker
 
     def unit(v: np.ndarray) -> np.ndarray:
@@ -518,7 +520,28 @@ def character_voices(clips: Sequence[tuple[int, str, Path | str]], *,
             "closest_pair": None if closest is None else {"a": closest[0], "b": closest[1],
                                                           "similarity": round(closest[2], 4)},
             "line_similarity_min": round(min(sims), 4) if sims else None,
+            "dvector": _lines_apart(dvecs, who),
             "flagged": [ln["index"] for ln in lines if ln["unlike_character"] or ln["speaker_unsure"]]}
+
+
+def _lines_apart(vecs: Mapping[int, np.ndarray], who: Mapping[int, str]) -> dict[str, Any]:
+    """Line against line in d-vector space, the one the diarization tells voices apart in: the most alike
+    lines of two characters and the least alike lines of one (None where no such pair)."""
+    across: tuple[float, int, int] | None = None
+    within: tuple[float, int, int] | None = None
+    keys = sorted(vecs)
+    for k, i in enumerate(keys):
+        for j in keys[k + 1:]:
+            cos = float(vecs[i] @ vecs[j])
+            if who[i] != who[j] and (across is None or cos > across[0]):
+                across = (cos, i, j)
+            if who[i] == who[j] and (within is None or cos < within[0]):
+                within = (cos, i, j)
+
+    def pair(found: tuple[float, int, int] | None) -> dict[str, Any] | None:
+        return None if found is None else {"similarity": round(found[0], 4), "lines": [found[1], found[2]]}
+
+    return {"two_characters_max": pair(across), "one_character_min": pair(within)}
 
 
 def character_section(voices: Mapping[str, Any]) -> str:
@@ -529,6 +552,15 @@ def character_section(voices: Mapping[str, Any]) -> str:
     pair = (f"The two closest characters are {closest['a']} and {closest['b']} (cosine "
             f"{closest['similarity']:.2f} between their mean voices; lower is more distinct)."
             if closest else "One character.")
+    apart = voices.get("dvector") or {}
+    across, within = apart.get("two_characters_max"), apart.get("one_character_min")
+    if across or within:
+        pair += " Line against line in d-vectors (the space the diarization tells voices apart in):"
+        pair += (f" two characters' lines at most {across['similarity']:.2f} alike (lines "
+                 f"{across['lines'][0]} and {across['lines'][1]})" if across else "")
+        pair += (";" if across and within else "") + (
+            f" one character's lines at least {within['similarity']:.2f} (lines {within['lines'][0]} and "
+            f"{within['lines'][1]})" if within else "") + "."
     rows = ["| # | character | similarity to its other lines | flag |", "|---|---|---|---|"]
     for ln in voices["lines"]:
         flag = ", ".join(f for f, on in (("unlike its character", ln["unlike_character"]),

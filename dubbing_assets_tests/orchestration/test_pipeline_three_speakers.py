@@ -142,6 +142,9 @@ def test_characters_apart_lines_of_one_character_together(dubbed) -> None:
         print(f"\n{name}: dub lines of one character min {min(same):.3f}, of two characters max {max(cross):.3f}")
         if name == "d-vector":
             assert max(cross) <= 0.6
+            apart = dubbed["qa"]["characters"]["dvector"]  # what QA reports is what is measured here
+            assert apart["two_characters_max"]["similarity"] == pytest.approx(max(cross), abs=1e-3)
+            assert apart["one_character_min"]["similarity"] == pytest.approx(min(same), abs=1e-3)
 
         for a in names:
             within = _mean_between(emb, who, a, a)

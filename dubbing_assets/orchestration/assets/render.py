@@ -161,6 +161,7 @@ def qa_report(context: dg.AssetExecutionContext, dubbing: DubbingResource, dub_s
     yield dg.Output(report, metadata={
         "characters": len(voices["characters"]), "flagged_lines": len(voices["flagged"]),
         "closest_characters_similarity": float(closest.get("similarity", -1.0)),
+        **{f"dvector_{k}": float(v["similarity"]) for k, v in (voices.get("dvector") or {}).items() if v},
         "passed": report.passed, "report": dg.MetadataValue.md(inline),
         "report_file": dg.MetadataValue.path(str(report.report_file)), **(report.cloning or {}), **{
             k: v for k, v in report.summary.items() if isinstance(v, int | float | str | bool)}})
