@@ -6,6 +6,7 @@ through `safe_join`, so no key, file name or upload can leave its root.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import unicodedata
 from pathlib import Path
@@ -33,8 +34,6 @@ def slugify(text: str, *, max_len: int = 60) -> str:
     lost = any(ord(c) > 127 and unicodedata.category(c)[0] in "LN" for c in decomposed)
     if not lost:
         return slug[:max_len].strip("-")
-    import hashlib
-
     digest = hashlib.sha256(unicodedata.normalize("NFC", text).strip().encode()).hexdigest()[:DIGEST_LEN]
     room = max_len - DIGEST_LEN - 1
     head = slug[:room].strip("-") if room > 0 else ""

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
@@ -358,8 +359,6 @@ class LineCache:
 
     def _discard(self, key: str, why: str) -> None:
         """Drop an unreadable entry (it is made again); logged, since it may mean a failing disk."""
-        import logging
-
         self.repaired += 1
         logging.getLogger(__name__).warning(f"TTS cache entry {key[:12]} is damaged ({why}); synthesizing "
                                             "the line again")

@@ -143,14 +143,19 @@ class KokoroEngine:
     def version_for(self, voice: Voice) -> str:
         """The version of the one voice `voice` is spoken with (its style table's digest): installing another
         voice changes no other voice's cached lines, duration model or bank entry."""
-        name = voice.voice if voice.voice in self._voice_names else (
-            self.default_voice if voice.voice in (None, "", "default") else None)
+        name = self._voice_name(voice)
         if name is None:
             return self.version
         if name not in self._voice_versions:  # asked once per line: the table's digest is kept
             table = self._style(name)
             self._voice_versions[name] = self._version_over([name], hashlib.sha256(table.tobytes()).hexdigest()[:16])
         return self._voice_versions[name]
+
+    def _voice_name(self, voice: Voice) -> str | None:
+        """The installed voice `voice` is spoken with (the default for an unnamed one); None if not here."""
+        if voice.voice in self._voice_names:
+            return voice.voice
+        return self.default_voice if voice.voice in (None, "", "default") else None
 
     def _version_over(self, names: list[str], tables: str = "") -> str:
         digest = hashlib.sha256()
@@ -173,13 +178,10 @@ class KokoroEngine:
     def synthesize(self, text: str, voice: Voice, out_wav: Path, *, rate: float = 1.0) -> SynthResult:
         if rate <= 0:
             raise ValueError(f"rate must be positive, got {rate}")
-        name = voice.voice if voice.voice in self._voice_names else None
+        name = self._voice_name(voice)
         if name is None:
-            if voice.voice in (None, "", "default"):
-                name = self.default_voice
-            else:
-                raise ConfigError(f"Kokoro voice {voice.voice!r} is not installed here (available: "
-                                  f"{', '.join(self._voice_names)}); pin another voice in the cast file.")
+            raise ConfigError(f"Kokoro voice {voice.voice!r} is not installed here (available: "
+                              f"{', '.join(self._voice_names)}); pin another voice in the cast file.")
         language = str((voice.settings or {}).get("language") or self.language)
         speed = float(rate) / max(float(voice.length_scale), 0.1)
         min_tokens = _style_min_tokens(voice)
