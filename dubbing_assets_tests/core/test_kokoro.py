@@ -116,3 +116,22 @@ def test_installing_a_kokoro_voice_keeps_every_other_voices_cached_work(kokoro: 
     assert identity_of(two, alpha) == identity_of(three, alpha) != identity_of(three, _voice("jm_kumo"))
     install("jf_alpha", kokoro._style("jf_alpha") * 1.01)  # a new release of the same voice
     assert identity_of(KokoroEngine(folder), alpha) != identity_of(three, alpha)
+
+
+def test_speak_phonemes_can_use_the_style_rows_synthesize_uses(kokoro: KokoroEngine, tmp_path: Path) -> None:
+    """bench/embedders.py speaks the test clips' phonemes as `synthesize` would speak a line; by default
+    speak_phonemes keeps Kokoro's own row, which the test media were made with."""
+    from dubbing_assets.core.engines.kokoro import STYLE_MIN_TOKENS
+
+    (phonemes,) = kokoro.phonemize("Of course.", "en-us")
+    line, _ = sf.read(kokoro.synthesize("Of course.", _voice("jf_alpha"), tmp_path / "line.wav").path)
+    floor = kokoro.speak_phonemes(phonemes, "jf_alpha", style_min_tokens=STYLE_MIN_TOKENS)
+    own = kokoro.speak_phonemes(phonemes, "jf_alpha")
+
+    def alike(a: np.ndarray, b: np.ndarray) -> float:
+        n = min(len(a), len(b))
+        return float(np.corrcoef(a[:n], b[:n])[0, 1])
+
+    assert len(floor) == len(line)
+    assert alike(floor, line) > 0.99
+    assert alike(own, line) < 0.9

@@ -206,15 +206,17 @@ class KokoroEngine:
         write_wav_atomic(Path(out_wav), audio, SAMPLE_RATE)
         return SynthResult(Path(out_wav), len(audio) / SAMPLE_RATE, SAMPLE_RATE)
 
-    def speak_phonemes(self, phonemes: str, voice_name: str, *, speed: float = 1.0) -> np.ndarray:
+    def speak_phonemes(self, phonemes: str, voice_name: str, *, speed: float = 1.0,
+                       style_min_tokens: int = 1) -> np.ndarray:
         """24 kHz float audio of a phoneme string in Kokoro's alphabet, for callers with their own
-        front end (a G2P, a pronunciation lexicon): no text processing, no pitch shift, and Kokoro's own
-        style row per length (the raw engine, as its reference pipeline speaks)."""
+        front end (a G2P, a pronunciation lexicon): no text processing, no pitch shift, and by default
+        Kokoro's own style row per length (the raw engine, as its reference pipeline speaks);
+        `style_min_tokens=STYLE_MIN_TOKENS` speaks with the rows `synthesize` uses."""
         if voice_name not in self._voice_names:
             raise ConfigError(f"Kokoro voice {voice_name!r} is not installed here "
                               f"(available: {', '.join(self._voice_names)}).")
         self._load()
-        return self._infer(phonemes[:_MAX_TOKENS], self._style(voice_name), float(speed), 1)
+        return self._infer(phonemes[:_MAX_TOKENS], self._style(voice_name), float(speed), max(1, style_min_tokens))
 
     # -- text -> phonemes ---------------------------------------------------
     def phonemes(self, text: str, voice: Voice) -> list[str]:
