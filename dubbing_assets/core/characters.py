@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -219,3 +219,26 @@ def transaction(path: Path, keyring: Keyring, series: str) -> Iterator[Character
             store = CharacterStore(path, keyring, series)
         yield store
         store.save()
+
+
+def adopt(path: Path, keyring: Keyring, series: str, earlier: Path, belongs: Callable[[str], bool]
+          ) -> list[Character]:
+    """Start the store at `path` from the characters of `earlier` heard in an episode that `belongs` here.
+
+    Why: series named only in Japanese (or another script with no ASCII form) all shared one slug,
+    and so one store, before their names kept a digest; after the upgrade each has a store of its own,
+    which would start empty and recast every character. `belongs(episode_key)` says which of the
+    earlier store's episodes came from this series, so only its own characters come over, with their
+    ids, voices and embeddings. Nothing happens when the series has a store already, or `earlier` is
+    absent; `earlier` itself is never changed (other series may still adopt from it).
+    """
+    path = Path(path)
+    with store_lock(path):
+        if path.exists() or not Path(earlier).is_file():
+            return []
+        old = CharacterStore.load(Path(earlier), keyring)
+        carried = [Character.from_dict(c.to_dict()) for c in old.characters
+                   if any(belongs(episode) for episode in c.episodes)]
+        if carried:
+            CharacterStore(path, keyring, series, carried).save()
+        return carried

@@ -28,9 +28,7 @@ def slugify(text: str, *, max_len: int = 60) -> str:
     "鬼滅の刃" were both "" and so both "series"). Such a name keeps a short digest of itself (of its NFC
     form, so a name from a Mac share's NFD file system gets the same one): "第1話" is "1-" + 8 hex digits.
     """
-    decomposed = unicodedata.normalize("NFKD", text)
-    folded = decomposed.encode("ascii", "ignore").decode("ascii").lower()
-    slug = re.sub(r"[^a-z0-9]+", "-", folded).strip("-")
+    decomposed, slug = _ascii_slug(text)
     lost = any(ord(c) > 127 and unicodedata.category(c)[0] in "LN" for c in decomposed)
     if not lost:
         return slug[:max_len].strip("-")
@@ -38,6 +36,22 @@ def slugify(text: str, *, max_len: int = 60) -> str:
     room = max_len - DIGEST_LEN - 1
     head = slug[:room].strip("-") if room > 0 else ""
     return f"{head}-{digest}" if head else digest[:max_len]
+
+
+def slug_before_digest(text: str, *, max_len: int = 60, fallback: str = "series") -> str:
+    """The slug `slugify` gave `text` before names kept a digest (``fallback`` where nothing was left).
+
+    Only for finding what an earlier release stored under it: all series named only in Japanese shared
+    "series", so what is found there may belong to several of them (`characters.adopt` sorts it out).
+    """
+    return _ascii_slug(text)[1][:max_len].strip("-") or fallback
+
+
+def _ascii_slug(text: str) -> tuple[str, str]:
+    """(NFKD form, its ASCII letters and digits joined by '-')."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    folded = decomposed.encode("ascii", "ignore").decode("ascii").lower()
+    return decomposed, re.sub(r"[^a-z0-9]+", "-", folded).strip("-")
 
 
 def is_slug(name: str) -> bool:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from dubbing_assets.core.safepath import check_slug, is_slug, safe_join, slugify
+from dubbing_assets.core.safepath import check_slug, is_slug, safe_join, slug_before_digest, slugify
 from dubbing_assets.errors import DubbingError, UnsafeNameError
 
 # --- slugify -------------------------------------------------------------------------------------------
@@ -151,3 +151,10 @@ def test_safe_join_follows_symlinks_that_stay_inside(tmp_path: Path) -> None:
     # a root that is itself a symlink is fine: containment is checked against where it points
     os.symlink(root, tmp_path / "root-link")
     assert safe_join(tmp_path / "root-link", "real") == root.resolve() / "real"
+
+
+@pytest.mark.parametrize(("name", "before"), [("進撃の巨人", "series"), ("第1話", "1"), ("Café Show", "cafe-show"),
+                                             ("Плохой сериал 2", "2")])
+def test_slug_before_digest_is_what_the_earlier_release_filed_a_name_under(name: str, before: str) -> None:
+    """Where the cast stage looks for the characters of a series whose slug the digest changed."""
+    assert slug_before_digest(name) == before

@@ -9,6 +9,7 @@ from dubbing_assets.core.contracts import (
     QA,
     Cast,
     Delivery,
+    EpisodeRecord,
     LibraryEntry,
     LipSync,
     MediaHandle,
@@ -96,7 +97,7 @@ def cast(rt: Runtime, key: str, speakers: Speakers, src: SourceMedia, script: Sc
     high = src.record.high
     cloner, high_note, clone_notes = (_high_mode_cloner(rt, script, speakers, stems, src)
                                       if high else (None, None, {}))
-    pinned = library.load_cast_file(cast_path)
+    pinned = {**_adopted_pins(rt, series, src.record, store_path), **library.load_cast_file(cast_path)}
     piper = rt.tts("piper")
     available = piper.voices()
     for voice, why in getattr(piper, "unavailable", {}).items():
@@ -117,6 +118,39 @@ def cast(rt: Runtime, key: str, speakers: Speakers, src: SourceMedia, script: Sc
     return Cast(voices={label: Voice.from_dict(v) for label, v in voices.items()}, characters=assigned,
                 high_mode=high_note or ("voice cloning" if high else "off"), voice_bank=len(bank),
                 cast_file=str(cast_path))
+
+
+def _adopted_pins(rt: Runtime, series: str, record: EpisodeRecord, store_path: Path) -> dict[str, Voice]:
+    """A series whose slug changed in the upgrade (its name is not ASCII) takes its own characters from
+    the store they were filed under, the first time it is cast; and their rows of that cast file."""
+    from dubbing_assets.core import library
+    from dubbing_assets.core.characters import adopt
+    from dubbing_assets.core.inbox import read_episode_record
+    from dubbing_assets.core.safepath import safe_join, slug_before_digest
+
+    folder = record.source.split("/")[0]
+    earlier = slug_before_digest(folder)
+    if earlier == series or store_path.exists():
+        return {}
+
+    def belongs(key: str) -> bool:
+        try:
+            other = read_episode_record(rt.settings.episodes, key)
+        except DubbingError:
+            return False
+        return other is not None and other.source.split("/")[0] == folder
+
+    carried = adopt(store_path, rt.keyring, series, safe_join(rt.settings.storage, "characters",
+                                                              f"{earlier}.chars"), belongs)
+    if not carried:
+        return {}
+    ids = {c.id for c in carried}
+    rows = library.load_cast_file(library.cast_file_path(rt.settings.output, earlier))
+    rt.log.warning(f"series folder {folder!r} is now {series!r} (it was {earlier!r}, shared by every series "
+                   f"named without ASCII letters): its {len(carried)} characters "
+                   f"({', '.join(sorted(c.name or c.id for c in carried))}) come over with their voices; "
+                   f"{earlier!r} is left as it was")
+    return {cid: voice for cid, voice in rows.items() if cid in ids}
 
 
 def dub_speech(rt: Runtime, translation: Translation, cast: Cast, src: SourceMedia) -> Speech:
