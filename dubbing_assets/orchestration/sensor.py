@@ -11,12 +11,19 @@ import dataclasses
 import functools
 import json
 import time
+from collections.abc import Callable
 
 import dagster as dg
 from dagster._core.storage.tags import RUN_KEY_TAG, SENSOR_NAME_TAG
 
 from dubbing_assets.core.contracts import EpisodeRecord
-from dubbing_assets.core.inbox import InboxScanner, read_episode_record, scan_reviews, write_episode_record
+from dubbing_assets.core.inbox import (
+    InboxScanner,
+    ReadyEpisode,
+    read_episode_record,
+    scan_reviews,
+    write_episode_record,
+)
 from dubbing_assets.core.requests import (
     STAGES,
     SubmitOptions,
@@ -27,7 +34,7 @@ from dubbing_assets.core.requests import (
     submit_request_path,
 )
 from dubbing_assets.core.safepath import is_slug
-from dubbing_assets.core.settings import load_settings
+from dubbing_assets.core.settings import Settings, load_settings
 from dubbing_assets.errors import DubbingError
 from dubbing_assets.orchestration.jobs import dub_episode_high_job, dub_episode_job
 from dubbing_assets.orchestration.partitions import episodes
@@ -63,70 +70,21 @@ def inbox_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         for collision in scan.collisions:
             context.log.warning(f"episode key collision: {collision}")
         known = set(context.instance.get_dynamic_partitions(episodes.name))
+
+        def partition(key: str) -> None:
+            if key not in known:
+                new_keys.append(key)
+                known.add(key)
+
         for ep in scan.ready:
-            request_path = submit_request_path(settings.requests, ep.key)
-            try:
-                opts = read_submit_request(settings.requests, ep.key)
-            except (ValueError, OSError) as exc:
-                # A broken request file must not stall the inbox: set it aside, use the defaults.
-                context.log.warning(f"{exc} Queuing {ep.key} with the default options.")
-                with contextlib.suppress(OSError):
-                    archive(submit_request_path(settings.requests, ep.key), outcome="failed")
-                opts = None
-            if opts is not None and not opts.is_for(ep.relpath, ep.fingerprint):
-                # The options were written for another file under this key: leave them for that file.
-                context.log.warning(f"the submit request for {ep.key} names {opts.relpath!r}, not {ep.relpath!r}; "
-                                    "it is left for that file")
-                opts, request_path = None, None
-            opts = opts or _previous_options(settings, ep.key) or SubmitOptions(
-                owner=settings.owner, target_lang=settings.target_lang)
-            write_episode_record(settings.episodes, EpisodeRecord(
-                key=ep.key, series=ep.series, source=ep.relpath, fingerprint=ep.fingerprint, size=ep.size,
-                sidecars=tuple(ep.sidecars), owner=opts.owner, mode=opts.mode, target_lang=opts.target_lang,
-                priority=opts.priority, visibility=opts.visibility, submitted_at=opts.submitted_at,
-                last_run_key=ep.run_key))
-            if request_path is not None:
-                _consume_submit_request(settings, ep.key)
-            if ep.key not in known:
-                new_keys.append(ep.key)
-                known.add(ep.key)
-            run_requests.append(_episode_request(ep, opts))
+            run_requests.append(_ready_request(context, settings, ep))
+            partition(ep.key)
             scanner.mark_requested(ep)
             context.log.info(f"{'changed' if ep.changed else 'new'} episode {ep.key} from {ep.relpath!r}")
-
-        # Requests of earlier ticks stay pending until Dagster holds their run: a tick result that was lost
-        # (gRPC timeout, daemon restart) is asked again here. The same run key is never run twice: the
-        # daemon skips a request whose run key this sensor already has a run for.
-        asked = {r.run_key for r in run_requests}
-        for ep in scanner.unconfirmed():
-            if ep.run_key in asked:
-                continue
-            if _run_exists(context, ep.run_key):
-                scanner.confirm(ep.run_key)
-                continue
-            opts = _previous_options(settings, ep.key) or SubmitOptions(
-                owner=settings.owner, target_lang=settings.target_lang)
-            if ep.key not in known:
-                new_keys.append(ep.key)
-                known.add(ep.key)
-            run_requests.append(_episode_request(ep, opts))
-            context.log.warning(f"episode {ep.key}: the request of an earlier tick has no run yet "
-                                "(that tick's result was lost); asking again")
-
+        run_requests += _asked_again(context, settings, scanner, {r.run_key for r in run_requests}, partition)
         for key in scan.unchanged:
             _consume_submit_request(settings, key)  # same content again: nothing to run, the request is done
-
-        budget = max(0, settings.sensor_max_requests - len(run_requests))
-        for path in pending_reruns(settings.requests)[:budget]:
-            request = _rerun_request(path, known, settings)
-            archive(path, outcome="done" if request else "failed")
-            if request:
-                run_requests.append(request)
-        for key, stage, path in scan_reviews(scanner.db, settings.review):
-            if key in known:
-                context.log.info(f"review edit {path.name} for {key}: re-running from {stage}")
-                run_requests.append(_selection_request(key, stage, f"review:{key}:{stage}:{path.stat().st_mtime_ns}",
-                                                       settings))
+        run_requests += _reruns_and_reviews(context, settings, scanner, known, len(run_requests))
     finally:
         scanner.close()
     elapsed = time.monotonic() - started
@@ -141,6 +99,73 @@ def inbox_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         f"nothing new ({scan.seen} seen, {scan.waiting} waiting for a stable size, {scan.hashing} being hashed, "
         f"{scan.deferred} deferred)",
     )
+
+
+def _ready_request(context: dg.SensorEvaluationContext, settings: Settings, ep: ReadyEpisode) -> dg.RunRequest:
+    """A settled inbox file: its options (its submit request, else its last run's, else the defaults),
+    its episode record, and its run request."""
+    request_path = submit_request_path(settings.requests, ep.key)
+    try:
+        opts = read_submit_request(settings.requests, ep.key)
+    except (ValueError, OSError) as exc:
+        # A broken request file must not stall the inbox: set it aside, use the defaults.
+        context.log.warning(f"{exc} Queuing {ep.key} with the default options.")
+        with contextlib.suppress(OSError):
+            archive(submit_request_path(settings.requests, ep.key), outcome="failed")
+        opts = None
+    if opts is not None and not opts.is_for(ep.relpath, ep.fingerprint):
+        # The options were written for another file under this key: leave them for that file.
+        context.log.warning(f"the submit request for {ep.key} names {opts.relpath!r}, not {ep.relpath!r}; "
+                            "it is left for that file")
+        opts, request_path = None, None
+    opts = opts or _previous_options(settings, ep.key) or SubmitOptions(
+        owner=settings.owner, target_lang=settings.target_lang)
+    write_episode_record(settings.episodes, EpisodeRecord(
+        key=ep.key, series=ep.series, source=ep.relpath, fingerprint=ep.fingerprint, size=ep.size,
+        sidecars=tuple(ep.sidecars), owner=opts.owner, mode=opts.mode, target_lang=opts.target_lang,
+        priority=opts.priority, visibility=opts.visibility, submitted_at=opts.submitted_at,
+        last_run_key=ep.run_key))
+    if request_path is not None:
+        _consume_submit_request(settings, ep.key)
+    return _episode_request(ep, opts)
+
+
+def _asked_again(context: dg.SensorEvaluationContext, settings: Settings, scanner: InboxScanner, asked: set[str],
+                 partition: Callable[[str], None]) -> list[dg.RunRequest]:
+    """Requests of earlier ticks stay pending until Dagster holds their run: a tick result that was lost
+    (gRPC timeout, daemon restart) is asked again here. The same run key is never run twice: the
+    daemon skips a request whose run key this sensor already has a run for."""
+    out: list[dg.RunRequest] = []
+    for ep in scanner.unconfirmed():
+        if ep.run_key in asked:
+            continue
+        if _run_exists(context, ep.run_key):
+            scanner.confirm(ep.run_key)
+            continue
+        opts = _previous_options(settings, ep.key) or SubmitOptions(
+            owner=settings.owner, target_lang=settings.target_lang)
+        partition(ep.key)
+        out.append(_episode_request(ep, opts))
+        context.log.warning(f"episode {ep.key}: the request of an earlier tick has no run yet "
+                            "(that tick's result was lost); asking again")
+    return out
+
+
+def _reruns_and_reviews(context: dg.SensorEvaluationContext, settings: Settings, scanner: InboxScanner, known: set[str],
+                        already: int) -> list[dg.RunRequest]:
+    """`dubbing rerun` requests (within what is left of the tick's cap) and edited review files."""
+    out: list[dg.RunRequest] = []
+    budget = max(0, settings.sensor_max_requests - already)
+    for path in pending_reruns(settings.requests)[:budget]:
+        request = _rerun_request(path, known, settings)
+        archive(path, outcome="done" if request else "failed")
+        if request:
+            out.append(request)
+    for key, stage, path in scan_reviews(scanner.db, settings.review):
+        if key in known:
+            context.log.info(f"review edit {path.name} for {key}: re-running from {stage}")
+            out.append(_selection_request(key, stage, f"review:{key}:{stage}:{path.stat().st_mtime_ns}", settings))
+    return out
 
 
 def _episode_request(ep, opts: SubmitOptions) -> dg.RunRequest:
