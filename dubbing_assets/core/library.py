@@ -249,29 +249,31 @@ def load_cast_file(path: Path | str) -> dict[str, Voice]:
     characters = data.get("characters", {}) if isinstance(data, dict) else None
     if not isinstance(characters, dict):
         raise ConfigError(f"{path}: expected a 'characters:' mapping of character id -> voice.")
-    out: dict[str, Voice] = {}
-    for char_id, spec in characters.items():
-        if not isinstance(spec, dict):
-            raise ConfigError(f"{path}: character {char_id!r} must map to engine/voice settings.")
-        fields: dict[str, Any] = {}
-        for key, kind in _VOICE_FIELDS.items():
-            if key in spec:
-                value = spec[key]
-                if isinstance(value, bool) or not isinstance(value, kind):
-                    raise ConfigError(f"{path}: {char_id}.{key} = {value!r} has the wrong type.")
-                fields[key] = value
-        if "voice" not in fields:
-            raise ConfigError(f"{path}: character {char_id!r} needs at least 'voice:'.")
-        fields.setdefault("engine", "piper")
-        for key in ("length_scale", "pitch_semitones"):
-            if key in fields:
-                fields[key] = float(fields[key])
-        if not 0.25 <= fields.get("length_scale", 1.0) <= 4.0:
-            raise ConfigError(f"{path}: {char_id}.length_scale must be between 0.25 and 4.")
-        if not -24 <= fields.get("pitch_semitones", 0.0) <= 24:
-            raise ConfigError(f"{path}: {char_id}.pitch_semitones must be between -24 and 24.")
-        out[str(char_id)] = Voice(**fields)
-    return out
+    return {str(char_id): _pinned_voice(path, char_id, spec) for char_id, spec in characters.items()}
+
+
+def _pinned_voice(path: Path, char_id: Any, spec: Any) -> Voice:
+    """One character's row of a cast file, checked field by field (the error names the file and field)."""
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{path}: character {char_id!r} must map to engine/voice settings.")
+    fields: dict[str, Any] = {}
+    for key, kind in _VOICE_FIELDS.items():
+        if key in spec:
+            value = spec[key]
+            if isinstance(value, bool) or not isinstance(value, kind):
+                raise ConfigError(f"{path}: {char_id}.{key} = {value!r} has the wrong type.")
+            fields[key] = value
+    if "voice" not in fields:
+        raise ConfigError(f"{path}: character {char_id!r} needs at least 'voice:'.")
+    fields.setdefault("engine", "piper")
+    for key in ("length_scale", "pitch_semitones"):
+        if key in fields:
+            fields[key] = float(fields[key])
+    if not 0.25 <= fields.get("length_scale", 1.0) <= 4.0:
+        raise ConfigError(f"{path}: {char_id}.length_scale must be between 0.25 and 4.")
+    if not -24 <= fields.get("pitch_semitones", 0.0) <= 24:
+        raise ConfigError(f"{path}: {char_id}.pitch_semitones must be between -24 and 24.")
+    return Voice(**fields)
 
 
 def write_cast_file(
