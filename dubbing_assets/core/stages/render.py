@@ -24,7 +24,7 @@ from dubbing_assets.core.contracts import (
     Voice,
 )
 from dubbing_assets.core.runtime import Runtime
-from dubbing_assets.errors import DubbingError, ModelNotFoundError
+from dubbing_assets.errors import ConfigError, DubbingError, ModelNotFoundError
 
 #: The model that listens to an English dub for the intelligibility check (round-trip ASR).
 QA_ASR_MODEL = "whisper-tiny.en"
@@ -136,7 +136,7 @@ def _adopted_pins(rt: Runtime, series: str, record: EpisodeRecord, store_path: P
     def belongs(key: str) -> bool:
         try:
             other = read_episode_record(rt.settings.episodes, key)
-        except DubbingError:
+        except (DubbingError, OSError):  # a damaged or unreadable record attributes nothing
             return False
         return other is not None and other.source.split("/")[0] == folder
 
@@ -145,11 +145,15 @@ def _adopted_pins(rt: Runtime, series: str, record: EpisodeRecord, store_path: P
     if not carried:
         return {}
     ids = {c.id for c in carried}
-    rows = library.load_cast_file(library.cast_file_path(rt.settings.output, earlier))
-    rt.log.warning(f"series folder {folder!r} is now {series!r} (it was {earlier!r}, shared by every series "
-                   f"named without ASCII letters): its {len(carried)} characters "
+    rt.log.warning(f"series folder {folder!r} is now {series!r} (it was {earlier!r} before names with no ASCII "
+                   f"form kept a digest): its {len(carried)} characters "
                    f"({', '.join(sorted(c.name or c.id for c in carried))}) come over with their voices; "
                    f"{earlier!r} is left as it was")
+    try:
+        rows = library.load_cast_file(library.cast_file_path(rt.settings.output, earlier))
+    except ConfigError as exc:
+        rt.log.warning(f"the cast file of {earlier!r} is not read, so no pins come over: {exc}")
+        return {}
     return {cid: voice for cid, voice in rows.items() if cid in ids}
 
 
